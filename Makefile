@@ -1,0 +1,36 @@
+# shopmind: two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Real datasets: ../shared/data next to the checkout unless SHOPMIND_DATA_DIR is set.
+SHOPMIND_DATA_DIR ?= $(if $(wildcard ../shared/data/DATASETS.md),$(abspath ../shared/data),)
+export SHOPMIND_DATA_DIR
+# No model hub at run time; no OpenMP spin-waiting on 2-core machines.
+export HF_HUB_OFFLINE := 1
+export OMP_WAIT_POLICY := PASSIVE
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first: the CPU wheel on disk; a bare `torch` requirement would pull a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[lm,test]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/shopmind demo
+
+test: install
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+bench: install
+	$(BIN)/python bench/bench_ingest.py
+
+clean:
+	rm -rf $(VENV) shopmind.duckdb shopmind.duckdb.wal shopmind.rejects .pytest_cache

@@ -1,0 +1,125 @@
+"""Settings: packaged defaults < TOML file < SHOPMIND_<SECTION>_<KEY> environment < CLI overrides."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+from platformdirs import user_cache_dir
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENV_PREFIX = "SHOPMIND_"
+CONFIG_ENV = "SHOPMIND_CONFIG"
+DEFAULT_CONFIG_FILE = "shopmind.toml"
+
+
+class ConfigError(ValueError):
+    """A configuration file or value that cannot be used."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreSettings(_Section):
+    path: Path = Path("shopmind.duckdb")
+
+
+class DataSettings(_Section):
+    dir: Path | None = None
+    cache_dir: Path | None = None
+    allow_download: bool = True
+
+
+class IngestSettings(_Section):
+    chunk_size: int = Field(50_000, ge=1, le=10_000_000)
+    rejects_dir: Path | None = None
+    hash_user_ids: bool = False
+    user_id_salt: str | None = Field(None, repr=False)
+
+
+class Settings(_Section):
+    store: StoreSettings = StoreSettings()
+    data: DataSettings = DataSettings()
+    ingest: IngestSettings = IngestSettings()
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data.cache_dir or Path(user_cache_dir("shopmind")) / "datasets"
+
+    @property
+    def rejects_dir(self) -> Path:
+        return self.ingest.rejects_dir or self.store.path.with_name(self.store.path.name + ".rejects")
+
+    def public_dict(self) -> dict[str, Any]:
+        """Effective settings with secrets masked, for display."""
+        d = self.model_dump(mode="json")
+        if d["ingest"]["user_id_salt"]:
+            d["ingest"]["user_id_salt"] = "***"
+        d["derived"] = {"cache_dir": str(self.cache_dir), "rejects_dir": str(self.rejects_dir)}
+        return d
+
+
+def _defaults() -> dict[str, Any]:
+    return tomllib.loads(resources.files("shopmind").joinpath("defaults.toml").read_text("utf-8"))
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any], origin: str) -> None:
+    for section, values in top.items():
+        if section not in base or not isinstance(values, Mapping):
+            raise ConfigError(f"{origin}: unknown section [{section}] (known: {', '.join(base)})")
+        for key, value in values.items():
+            if key not in base[section]:
+                raise ConfigError(f"{origin}: unknown key {section}.{key} (known: {', '.join(base[section])})")
+            base[section][key] = value
+
+
+def _env_overrides(base: dict[str, Any], environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for section, values in base.items():
+        for key in values:
+            name = f"{ENV_PREFIX}{section}_{key}".upper()
+            if name in environ:
+                out.setdefault(section, {})[key] = environ[name]
+    return out
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the effective settings. `overrides` maps "section.key" to a value (from CLI flags)."""
+    environ = os.environ if environ is None else environ
+    merged = _defaults()
+    path = config_file or environ.get(CONFIG_ENV)
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = DEFAULT_CONFIG_FILE
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            _merge(merged, tomllib.loads(p.read_text("utf-8")), str(p))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    _merge(merged, _env_overrides(merged, environ), "environment")
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        _merge(merged, {section: {key: value}}, "command line")
+    # Empty strings in TOML/env mean "not set".
+    for values in merged.values():
+        for key, value in values.items():
+            if value == "":
+                values[key] = None
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"invalid setting {where}: {first['msg']} (got {first.get('input')!r})") from None

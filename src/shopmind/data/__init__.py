@@ -1,0 +1,1 @@
+"""Data layer: schema, readers, dataset adapters, registry, DuckDB store, splits."""
