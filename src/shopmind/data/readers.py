@@ -127,7 +127,7 @@ def iter_csv(path: Path, encoding: str = "utf-8", delimiter: str = ",", meter: M
     """CSV rows as dicts keyed by the header (or `fieldnames`), with the line each record starts on."""
     name = str(path)
     pending: list[Reject] = []
-    state = {"line": 0}
+    state = {"line": 0, "start": 0, "fresh": True}
 
     def lines() -> Iterator[str]:
         for item in iter_lines(path, encoding, meter):
@@ -135,25 +135,26 @@ def iter_csv(path: Path, encoding: str = "utf-8", delimiter: str = ",", meter: M
                 pending.append(item)
                 continue
             state["line"] = item[0]
+            if state["fresh"]:  # first physical line of the next record
+                state["start"], state["fresh"] = item[0], False
             yield item[1]
 
     reader = csv.reader(lines(), delimiter=delimiter)
     header = fieldnames
-    last_end = 0
     while True:
         try:
             cells = next(reader)
         except StopIteration:
             break
         except csv.Error as e:
-            pending.append(Reject(name, state["line"], f"malformed CSV: {e}"))
-            last_end = state["line"]
+            pending.append(Reject(name, state["start"], f"malformed CSV: {e}"))
             cells = None
+        state["fresh"] = True
         yield from pending
         pending.clear()
         if cells is None:
             continue
-        start, last_end = last_end + 1, state["line"]
+        start = state["start"]
         if not cells or (len(cells) == 1 and not cells[0].strip()):
             continue
         if header is None:

@@ -19,20 +19,23 @@ class SplitError(ValueError):
     """The dataset does not support the requested split."""
 
 
-def _order(store: Store, dataset: str) -> str:
+def _order(store: Store, dataset: str, descending: bool = False) -> str:
     """Order a user's events by time when every event has one, else by the source's sequence position."""
     no_ts, no_seq = store.con.execute(
         "SELECT count(*) FILTER (WHERE timestamp IS NULL), count(*) FILTER (WHERE seq IS NULL) "
-        "FROM events WHERE dataset = ?", [dataset]).fetchone()
+        "FROM events WHERE dataset = ?", [dataset]).fetchall()[0]
     if no_ts == 0:
-        return "timestamp, seq NULLS FIRST, event_id"
-    if no_seq == 0:
-        return "seq, event_id"
-    raise SplitError(f"{dataset}: events have neither complete timestamps nor sequence positions")
+        keys = ["timestamp", "seq", "event_id"]
+    elif no_seq == 0:
+        keys = ["seq", "event_id"]
+    else:
+        raise SplitError(f"{dataset}: events have neither complete timestamps nor sequence positions")
+    direction = " DESC NULLS LAST" if descending else " ASC NULLS FIRST"
+    return ", ".join(k + direction for k in keys)
 
 
 def _require_events(store: Store, dataset: str) -> None:
-    if not store.con.execute("SELECT count(*) FROM events WHERE dataset = ?", [dataset]).fetchone()[0]:
+    if not store.con.execute("SELECT count(*) FROM events WHERE dataset = ?", [dataset]).fetchall()[0][0]:
         raise SplitError(f"{dataset}: no events in the store (ingest it first)")
 
 
@@ -40,7 +43,7 @@ def given_split(store: Store, dataset: str) -> pd.DataFrame:
     """The split published with the data (e.g. UniSRec's .train/.valid/.test.inter)."""
     _require_events(store, dataset)
     missing = store.con.execute("SELECT count(*) FROM events WHERE dataset = ? AND split IS NULL",
-                                [dataset]).fetchone()[0]
+                                [dataset]).fetchall()[0][0]
     if missing:
         raise SplitError(f"{dataset}: {missing} events carry no given split; use leave_one_out or temporal")
     return store.table(f"SELECT {_EVENT_COLS}, split FROM events WHERE dataset = ? ORDER BY user_id, seq, event_id",
@@ -51,11 +54,11 @@ def leave_one_out(store: Store, dataset: str, min_events: int = 3) -> pd.DataFra
     """S3-Rec / SASRec protocol: per user, the last event is test, the second to last valid, the rest
     train. Users with fewer than `min_events` events keep all of them in train."""
     _require_events(store, dataset)
-    order = _order(store, dataset)
+    order, reverse = _order(store, dataset), _order(store, dataset, descending=True)
     return store.table(f"""
         WITH ranked AS (
             SELECT {_EVENT_COLS},
-                   row_number() OVER (PARTITION BY user_id ORDER BY {order} DESC) AS from_end,
+                   row_number() OVER (PARTITION BY user_id ORDER BY {reverse}) AS from_end,
                    count(*) OVER (PARTITION BY user_id) AS n
             FROM events WHERE dataset = ? AND item_id IS NOT NULL)
         SELECT {_EVENT_COLS},
@@ -71,13 +74,13 @@ def temporal_split(store: Store, dataset: str, valid_fraction: float = 0.1, test
     if not (0 <= valid_fraction < 1 and 0 < test_fraction < 1 and valid_fraction + test_fraction < 1):
         raise SplitError("fractions must be in [0, 1) and add up to less than 1")
     missing = store.con.execute("SELECT count(*) FILTER (WHERE timestamp IS NULL) FROM events WHERE dataset = ?",
-                                [dataset]).fetchone()[0]
+                                [dataset]).fetchall()[0][0]
     if missing:
         raise SplitError(f"{dataset}: {missing} events have no timestamp; a temporal split needs times "
                          "(use leave_one_out for sequence datasets)")
     t_valid, t_test = store.con.execute(
         "SELECT quantile_disc(timestamp, ?), quantile_disc(timestamp, ?) FROM events WHERE dataset = ?",
-        [1 - valid_fraction - test_fraction, 1 - test_fraction, dataset]).fetchone()
+        [1 - valid_fraction - test_fraction, 1 - test_fraction, dataset]).fetchall()[0]
     df = store.table(f"SELECT {_EVENT_COLS} FROM events WHERE dataset = ? ORDER BY timestamp, event_id", [dataset])
     df["split"] = "train"
     df.loc[df["timestamp"] >= pd.Timestamp(t_valid), "split"] = "valid"

@@ -76,14 +76,18 @@ class Store:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
             self.con = duckdb.connect(self.path, read_only=read_only)
-        except duckdb.IOException as e:
+        except (duckdb.IOException, duckdb.ConnectionException) as e:
             raise StoreError(f"cannot open store {self.path}: {e} (is another shopmind process using it?)") from None
         if not read_only:
             self.con.execute(_DDL)
             self.con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
-        version = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if version and int(version[0]) != SCHEMA_VERSION:
-            raise StoreError(f"{self.path} has schema version {version[0]}; this shopmind reads {SCHEMA_VERSION}")
+        try:
+            version = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+        except duckdb.CatalogException:
+            raise StoreError(f"{self.path} is not a shopmind store (no meta table)") from None
+        if not version or int(version[0][0]) != SCHEMA_VERSION:
+            found = version[0][0] if version else "none"
+            raise StoreError(f"{self.path} has schema version {found}; this shopmind reads {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self.con.close()
@@ -109,7 +113,7 @@ class Store:
         # A run left 'running' by a crashed process is marked as such before a new one starts.
         self.con.execute("UPDATE ingest_runs SET status = 'interrupted' WHERE dataset = ? AND status = 'running'",
                          [dataset])
-        run_id = self.con.execute("SELECT nextval('run_id_seq')").fetchone()[0]
+        run_id = self.con.execute("SELECT nextval('run_id_seq')").fetchall()[0][0]
         self.con.execute("INSERT INTO ingest_runs (run_id, dataset, format, source, files, started_at, status) "
                          "VALUES (?, ?, ?, ?, ?, ?, 'running')", [run_id, dataset, fmt, source, json.dumps(files), _now()])
         return int(run_id)
@@ -143,19 +147,19 @@ class Store:
             if table == "events":
                 known = self.con.execute(
                     f"SELECT count(*) FROM _stage s SEMI JOIN events t ON t.dataset = s.dataset "
-                    f"AND t.event_id = s.event_id").fetchone()[0]
-                self.con.execute(f"INSERT INTO events ({cols}) SELECT {cols} FROM _stage ON CONFLICT DO NOTHING")
+                    f"AND t.event_id = s.event_id").fetchall()[0][0]
+                self.con.execute(f"INSERT INTO events ({cols}) SELECT {cols} FROM _stage ON CONFLICT DO NOTHING").fetchall()
                 return {"inserted": rows.num_rows - known, "updated": 0, "unchanged": known}
             new, changed = self.con.execute(
                 f"SELECT count(*) FILTER (WHERE t.{key} IS NULL), "
                 f"count(*) FILTER (WHERE t.{key} IS NOT NULL AND t.content_hash <> s.content_hash) "
-                f"FROM _stage s LEFT JOIN {table} t ON t.dataset = s.dataset AND t.{key} = s.{key}").fetchone()
+                f"FROM _stage s LEFT JOIN {table} t ON t.dataset = s.dataset AND t.{key} = s.{key}").fetchall()[0]
             if new or changed:
                 updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[table] if c not in ("dataset", key))
                 self.con.execute(
                     f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _stage s WHERE NOT EXISTS ("
                     f"SELECT 1 FROM {table} t WHERE t.dataset = s.dataset AND t.{key} = s.{key} "
-                    f"AND t.content_hash = s.content_hash) ON CONFLICT DO UPDATE SET {updates}")
+                    f"AND t.content_hash = s.content_hash) ON CONFLICT DO UPDATE SET {updates}").fetchall()
             return {"inserted": new, "updated": changed, "unchanged": rows.num_rows - new - changed}
         finally:
             self.con.unregister("_stage")
@@ -178,19 +182,19 @@ class Store:
         ev = q("SELECT count(*), count(DISTINCT user_id), count(DISTINCT item_id), "
                "count(*) FILTER (WHERE item_id IS NOT NULL) "
                "- count(DISTINCT (user_id, item_id)) FILTER (WHERE item_id IS NOT NULL), min(timestamp), max(timestamp) "
-               "FROM events WHERE dataset = ?", [dataset]).fetchone()
+               "FROM events WHERE dataset = ?", [dataset]).fetchall()[0]
         by_type = dict(q("SELECT type, count(*) FROM events WHERE dataset = ? GROUP BY 1 ORDER BY 1",
                          [dataset]).fetchall())
-        items, with_title = q("SELECT count(*), count(title) FROM items WHERE dataset = ?", [dataset]).fetchone()
+        items, with_title = q("SELECT count(*), count(title) FROM items WHERE dataset = ?", [dataset]).fetchall()[0]
         cold = q("SELECT count(DISTINCT e.item_id) FROM events e ANTI JOIN items i "
                  "ON i.dataset = e.dataset AND i.item_id = e.item_id WHERE e.dataset = ? AND e.item_id IS NOT NULL",
-                 [dataset]).fetchone()[0]
+                 [dataset]).fetchall()[0][0]
         judg, queries = q("SELECT count(*), count(DISTINCT query) FROM judgments WHERE dataset = ?",
-                          [dataset]).fetchone()
-        users = q("SELECT count(*) FROM users WHERE dataset = ?", [dataset]).fetchone()[0]
+                          [dataset]).fetchall()[0]
+        users = q("SELECT count(*) FROM users WHERE dataset = ?", [dataset]).fetchall()[0][0]
         rejected = q("SELECT count(*) FROM rejects r JOIN (SELECT max(run_id) AS run_id FROM ingest_runs "
                      "WHERE dataset = ? AND status IN ('completed', 'completed_with_rejects')) last USING (run_id)",
-                     [dataset]).fetchone()[0]
+                     [dataset]).fetchall()[0][0]
         n = ev[0] or 0
         density = n / (ev[1] * ev[2]) if ev[1] and ev[2] else 0.0
         return {

@@ -1,0 +1,376 @@
+"""The `shopmind` command line: one Typer app. Every command that reports figures takes --json."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from .config import ConfigError, Settings, load_settings
+from .data.adapters import FORMATS, FormatError, Mapping
+from .data.api import ingest_source, open_source, stats_with_expected
+from .data.ingest import IngestReport
+from .data.registry import REGISTRY, DatasetError, fetch, get_spec, local_path, verify
+from .data.splits import STRATEGIES, SplitError, make_split, summarize
+from .data.store import Store, StoreError
+
+app = typer.Typer(help="shopmind: e-commerce search and recommendation powered by a language model.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+# Piped output (CI logs, make demo | tee) gets a wide table instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 150)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
+
+_USER_ERRORS = (ConfigError, FormatError, DatasetError, StoreError, SplitError, ValueError, OSError)
+
+
+class _State:
+    config: Optional[Path] = None
+    store: Optional[Path] = None
+    data_dir: Optional[Path] = None
+
+    def settings(self, **overrides: Any) -> Settings:
+        base = {"store.path": self.store, "data.dir": self.data_dir}
+        return load_settings(self.config, {**base, **overrides})
+
+
+state = _State()
+
+
+def _guard(fn: Callable[[], Any]) -> Any:
+    """Run a command body; user-facing errors become one red line and exit code 2, never a traceback."""
+    try:
+        return fn()
+    except _USER_ERRORS as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _emit_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                    TextColumn("{task.fields[rows]:>10,} rows"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=err, transient=False)
+
+
+@app.callback()
+def main(
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML config file (default: ./shopmind.toml if present)."),
+    store: Optional[Path] = typer.Option(None, "--store", help="DuckDB store file (config store.path)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Datasets folder (config data.dir, "
+                                            "env SHOPMIND_DATA_DIR)."),
+) -> None:
+    state.config, state.store, state.data_dir = config, store, data_dir
+
+
+@app.command()
+def version() -> None:
+    """Print the shopmind version."""
+    out.print(__version__)
+
+
+@app.command("config")
+def show_config(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """Show the effective configuration (defaults < file < environment < flags)."""
+    settings = _guard(state.settings)
+    payload = settings.public_dict()
+    if as_json:
+        _emit_json(payload)
+        return
+    table = Table("setting", "value", title="effective configuration")
+    for section, values in payload.items():
+        for key, value in values.items():
+            table.add_row(f"{section}.{key}", str(value))
+    out.print(table)
+
+
+def _parse_map(pairs: list[str]) -> dict[str, str]:
+    cols = {}
+    for pair in pairs:
+        field, sep, column = pair.partition("=")
+        if not sep or not field or not column:
+            raise FormatError(f"--map expects field=column, got {pair!r}")
+        cols[field.strip()] = column.strip()
+    return cols
+
+
+def _run_ingest(store: Store, settings: Settings, target: str, *, fmt: str | None = None, name: str | None = None,
+                mapping: Mapping | None = None, encoding: str | None = None, force: bool = True,
+                quiet: bool = False) -> IngestReport | None:
+    def on_download(file: str) -> None:
+        err.print(f"downloading {file} …")
+
+    source = open_source(settings, target, fmt, name, mapping, encoding, on_download)
+    with _progress() if not quiet else _NullProgress() as progress:
+        task = progress.add_task(f"ingest {source.dataset}", total=None, rows=0)
+
+        def update(done: int, total: int, rows: int) -> None:
+            progress.update(task, completed=done, total=total, rows=rows)
+
+        report = ingest_source(store, settings, source, progress=update, force=force)
+    return report
+
+
+class _NullProgress:
+    def __enter__(self) -> "_NullProgress":
+        return self
+
+    def __exit__(self, *a: object) -> None:
+        pass
+
+    def add_task(self, *a: Any, **k: Any) -> int:
+        return 0
+
+    def update(self, *a: Any, **k: Any) -> None:
+        pass
+
+
+def _print_report(r: IngestReport) -> None:
+    table = Table(title=f"ingest {r.dataset} (run {r.run_id}, {r.format}): {r.status}")
+    for col in ("kind", "inserted", "updated", "unchanged", "rejected"):
+        table.add_column(col, justify="right" if col != "kind" else "left")
+    for kind, c in r.counts.items():
+        table.add_row(kind, *(f"{c[k]:,}" for k in ("inserted", "updated", "unchanged", "rejected")))
+    out.print(table)
+    out.print(f"{r.rows_read:,} rows in {r.seconds:.2f} s ({r.rows_per_second:,.0f} rows/s)")
+    if r.rejected:
+        out.print(f"[yellow]{r.rejected:,} rejected rows kept in {r.rejects_file}[/]")
+
+
+@app.command()
+def ingest(
+    targets: list[str] = typer.Argument(..., help="Registered dataset names or paths to folders/files."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help=f"Source format: {', '.join(sorted(set(FORMATS)))}."),
+    name: Optional[str] = typer.Option(None, "--name", help="Dataset name in the store (default: registry name "
+                                       "or the folder/file name)."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="Generic files: items, events, judgments or users."),
+    maps: list[str] = typer.Option([], "--map", help="Generic files: field=column (repeatable)."),
+    mapping_file: Optional[Path] = typer.Option(None, "--mapping", help="Generic files: mapping TOML."),
+    encoding: Optional[str] = typer.Option(None, "--encoding", help="Text encoding (generic files, Home Depot)."),
+    delimiter: Optional[str] = typer.Option(None, "--delimiter", help="CSV delimiter (generic files)."),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Rows per transaction (ingest.chunk_size)."),
+    hash_user_ids: Optional[bool] = typer.Option(None, "--hash-user-ids/--no-hash-user-ids",
+                                                 help="Replace user ids by a keyed hash (needs a salt)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run reports as JSON."),
+) -> None:
+    """Ingest datasets into the store (idempotent; bad rows go to a rejects file)."""
+
+    def body() -> list[IngestReport]:
+        settings = state.settings(**{"ingest.chunk_size": chunk_size, "ingest.hash_user_ids": hash_user_ids})
+        mapping = None
+        if mapping_file or maps or kind or delimiter or (fmt in ("csv", "jsonl", "parquet", "generic")):
+            overrides = {"kind": kind, "encoding": encoding, "delimiter": delimiter}
+            if mapping_file:
+                mapping = Mapping.from_toml(mapping_file, **overrides)
+                mapping.columns.update(_parse_map(maps))
+            else:
+                mapping = Mapping(**{k: v for k, v in overrides.items() if v is not None}, columns=_parse_map(maps))
+        if name and len(targets) > 1:
+            raise ValueError("--name needs a single target")
+        reports = []
+        with Store(settings.store.path) as store:
+            for target in targets:
+                r = _run_ingest(store, settings, target, fmt=fmt, name=name, mapping=mapping, encoding=encoding,
+                                quiet=as_json)
+                assert r is not None
+                reports.append(r)
+                if not as_json:
+                    _print_report(r)
+        return reports
+
+    reports = _guard(body)
+    if as_json:
+        _emit_json({"runs": [r.to_json() for r in reports]})
+
+
+_STAT_COLUMNS = [("users", "users"), ("items", "items"), ("interacted_items", "items w/ events"),
+                 ("events", "events"), ("judgments", "judgments"), ("queries", "queries"),
+                 ("rejected_last_run", "rejected")]
+
+
+def _stats_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("dataset")
+    for _, header in _STAT_COLUMNS:
+        table.add_column(header, justify="right")
+    table.add_column("published", justify="center")
+    for s in rows:
+        exp = s.get("expected", {})
+        cells = []
+        for key, _ in _STAT_COLUMNS:
+            v = s.get(key, 0)
+            text = f"{v:,}" if v else "·"
+            if key in exp:
+                text = f"[green]{text}[/]" if v == exp[key] else f"[red]{text} (≠ {exp[key]:,})[/]"
+            cells.append(text)
+        m = s.get("matches_published")
+        cells.append("[green]✓ match[/]" if m else "[red]✗ differs[/]" if m is False else "–")
+        table.add_row(s["dataset"], *cells)
+    return table
+
+
+@app.command()
+def stats(
+    datasets: Optional[list[str]] = typer.Argument(None, help="Datasets in the store (default: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Statistics of ingested datasets, checked against the published figures."""
+
+    def body() -> list[dict[str, Any]]:
+        settings = state.settings()
+        if not Path(settings.store.path).exists():
+            raise StoreError(f"no store at {settings.store.path}; run `shopmind ingest` first")
+        with Store(settings.store.path, read_only=True) as store:
+            names = datasets or store.datasets()
+            unknown = [d for d in names if d not in store.datasets()]
+            if unknown:
+                raise ValueError(f"not in the store: {', '.join(unknown)}")
+            return [stats_with_expected(store, d) for d in names]
+
+    rows = _guard(body)
+    if as_json:
+        _emit_json({"datasets": rows})
+    else:
+        out.print(_stats_table(rows, "datasets in the store"))
+
+
+@app.command("datasets")
+def list_datasets(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """The dataset registry: names, formats, where each is found locally."""
+    settings = _guard(state.settings)
+    rows = []
+    for spec in REGISTRY.values():
+        where = local_path(spec, settings.data.dir, settings.cache_dir)
+        rows.append({"name": spec.name, "format": spec.format, "description": spec.description,
+                     "local_path": str(where) if where else None, "origin": spec.origin,
+                     "downloadable": all(f.url for f in spec.files if f.required), "expected": spec.expected})
+    if as_json:
+        _emit_json({"datasets": rows})
+        return
+    table = Table("name", "format", "local", "description", title="registered datasets")
+    for r in rows:
+        table.add_row(r["name"], r["format"], r["local_path"] or "[dim]not here[/]", r["description"])
+    out.print(table)
+
+
+@app.command("fetch")
+def fetch_dataset(
+    names: list[str] = typer.Argument(..., help="Registered dataset names."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Make datasets available locally (data dir, cache, or download) and verify their sha256."""
+
+    def body() -> list[dict[str, Any]]:
+        settings = state.settings()
+        results = []
+        for name in names:
+            spec = get_spec(name)
+            folder = local_path(spec, settings.data.dir, settings.cache_dir)
+            if folder is None:
+                if not settings.data.allow_download:
+                    raise DatasetError(f"{name}: not found locally and downloads are off")
+                folder = fetch(spec, settings.cache_dir, on_file=lambda f: err.print(f"downloading {f} …"))
+            results.append({"name": name, "path": str(folder), "files": verify(folder, spec)})
+        return results
+
+    results = _guard(body)
+    if as_json:
+        _emit_json({"datasets": results})
+        return
+    for r in results:
+        bad = {f: s for f, s in r["files"].items() if s != "ok"}
+        mark = "[green]verified[/]" if not bad else f"[red]{bad}[/]"
+        out.print(f"{r['name']}: {r['path']} {mark}")
+    if any(s == "mismatch" for r in results for s in r["files"].values()):
+        raise typer.Exit(1)
+
+
+@app.command()
+def split(
+    dataset: str = typer.Argument(..., help="Dataset in the store."),
+    strategy: str = typer.Option("leave_one_out", "--strategy", "-s", help=f"One of: {', '.join(STRATEGIES)}."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the split (Parquet or CSV)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Compute an evaluation split and print its size per part (optionally write it out)."""
+
+    def body() -> dict[str, Any]:
+        settings = state.settings()
+        with Store(settings.store.path, read_only=True) as store:
+            df = make_split(store, dataset, strategy)
+        if output:
+            df.to_csv(output, index=False) if output.suffix == ".csv" else df.to_parquet(output, index=False)
+        return {"dataset": dataset, "strategy": strategy, "parts": summarize(df), **df.attrs,
+                "output": str(output) if output else None}
+
+    summary = _guard(body)
+    if as_json:
+        _emit_json(summary)
+        return
+    table = Table("part", *summary["parts"]["train"].keys(), title=f"{dataset}: {strategy} split")
+    for part, vals in summary["parts"].items():
+        table.add_row(part, *(f"{v:,}" for v in vals.values()))
+    out.print(table)
+
+
+@app.command()
+def demo(
+    force: bool = typer.Option(False, "--force", help="Re-ingest even when the files were ingested before."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """The main job: ingest every registered dataset found locally (or downloadable) and print statistics."""
+
+    def body() -> dict[str, Any]:
+        settings = state.settings()
+        t0 = time.perf_counter()
+        steps, names = [], []
+        with Store(settings.store.path) as store:
+            for name in REGISTRY:
+                t = time.perf_counter()
+                try:
+                    r = _run_ingest(store, settings, name, force=force, quiet=as_json)
+                except DatasetError as e:
+                    steps.append({"dataset": name, "status": "skipped", "reason": str(e)})
+                    if not as_json:
+                        err.print(f"[yellow]skip {name}:[/] {e}")
+                    continue
+                names.append(name)
+                status = "reused" if r is None else r.status
+                steps.append({"dataset": name, "status": status, "seconds": round(time.perf_counter() - t, 2),
+                              "run": r.to_json() if r else None})
+                if not as_json:
+                    msg = "unchanged since the last ingest, reused" if r is None else (
+                        f"{r.status}: {r.rows_read:,} rows, {r.rejected:,} rejected, {r.seconds:.1f} s")
+                    err.print(f"[bold]{name}[/] {msg}")
+            stats_rows = [stats_with_expected(store, n) for n in names]
+        return {"store": str(settings.store.path), "steps": steps, "datasets": stats_rows,
+                "seconds": round(time.perf_counter() - t0, 2)}
+
+    result = _guard(body)
+    if as_json:
+        _emit_json(result)
+    else:
+        out.print(_stats_table(result["datasets"], f"shopmind store {result['store']}"))
+    if not result["datasets"]:
+        err.print("[bold red]error:[/] no dataset could be found or downloaded; set SHOPMIND_DATA_DIR to the "
+                  "folder holding them (e.g. ../shared/data)")
+        raise typer.Exit(1)
+    if as_json:
+        return
+    ok = all(s["matches_published"] is not False for s in result["datasets"])
+    out.print(("[green]all statistics match the published figures[/]" if ok
+               else "[red]some statistics differ from the published figures[/]") + f" ({result['seconds']:.1f} s)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

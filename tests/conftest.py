@@ -1,0 +1,51 @@
+"""Shared fixtures: the real datasets folder and a store with every dataset ingested once."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """SHOPMIND_DATA_DIR. Missing in CI is an error (the real-data tests must run there); elsewhere a skip."""
+    value = os.environ.get("SHOPMIND_DATA_DIR")
+    if not value or not Path(value, "DATASETS.md").is_file():
+        if os.environ.get("CI"):
+            pytest.fail("SHOPMIND_DATA_DIR must point at the real datasets in CI (see Makefile)")
+        pytest.skip("SHOPMIND_DATA_DIR not set: real-data tests skipped")
+    return Path(value)
+
+
+@pytest.fixture(scope="session")
+def demo_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`shopmind demo --json` on every real dataset, into a fresh store; returns its JSON and the store path."""
+    from typer.testing import CliRunner
+
+    from shopmind.cli import app
+
+    store = tmp_path_factory.mktemp("demo") / "shop.duckdb"
+    result = CliRunner().invoke(app, ["--store", str(store), "--data-dir", str(data_dir), "demo", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    payload["store_path"] = store
+    return payload
+
+
+@pytest.fixture
+def settings_for(tmp_path: Path):
+    """Settings with a temporary store and rejects dir (and the real data dir when set)."""
+    from shopmind.config import load_settings
+
+    def make(**overrides):
+        base = {"store.path": tmp_path / "store.duckdb", "data.dir": os.environ.get("SHOPMIND_DATA_DIR") or None,
+                "data.allow_download": False}
+        base.update(overrides)
+        return load_settings(overrides=base, environ={})
+
+    return make
