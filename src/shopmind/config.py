@@ -95,7 +95,7 @@ def load_settings(
     """Build the effective settings. `overrides` maps "section.key" to a value (from CLI flags)."""
     environ = os.environ if environ is None else environ
     merged = _defaults()
-    path = config_file or environ.get(CONFIG_ENV)
+    path = config_file or environ.get(CONFIG_ENV) or None  # empty means unset
     if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
         path = DEFAULT_CONFIG_FILE
     if path is not None:

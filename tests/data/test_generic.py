@@ -1,0 +1,86 @@
+"""Generic CSV / JSONL / Parquet with column mappings, value maps and streaming in chunks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shopmind.data.adapters import FormatError, Mapping, open_adapter
+from shopmind.data.ingest import Ingestor
+from shopmind.data.store import Store
+
+
+def test_mapping_toml_with_value_map_and_ms_timestamps(tmp_path: Path) -> None:
+    (tmp_path / "map.toml").write_text('''
+kind = "events"
+[columns]
+user_id = "visitorid"
+item_id = "itemid"
+type = "event"
+[values.type]
+addtocart = "add_to_cart"
+transaction = "purchase"
+[options]
+timestamp_unit = "ms"
+''')
+    f = tmp_path / "events.csv"
+    f.write_text("timestamp,visitorid,event,itemid,transactionid\n"
+                 "1433221332117,257597,view,355908,\n"
+                 "1433224214164,992329,addtocart,248676,\n"
+                 "1433221999827,111016,transaction,318965,4000\n")
+    mapping = Mapping.from_toml(tmp_path / "map.toml")
+    with Store(tmp_path / "s.duckdb") as store:
+        report = Ingestor(store, "rr").run(open_adapter(f, "csv", mapping=mapping))
+        assert report.rejected == 0
+        rows = store.con.execute("SELECT type, epoch_ms(timestamp), extra->>'transactionid' FROM events "
+                                 "ORDER BY timestamp").fetchall()
+    assert rows == [("view", 1433221332117, None), ("purchase", 1433221999827, "4000"),
+                    ("add_to_cart", 1433224214164, None)]
+
+
+def test_items_unmapped_columns_become_attributes(tmp_path: Path) -> None:
+    f = tmp_path / "catalog.jsonl"
+    f.write_text(json.dumps({"sku": 17, "name": "Cordless Drill 18V", "cat": "Tools|Power Tools|Drills",
+                             "colour": "yellow", "price": "89.5"}) + "\n")
+    mapping = Mapping(kind="items", columns={"item_id": "sku", "title": "name", "categories": "cat"})
+    with Store(tmp_path / "s.duckdb") as store:
+        Ingestor(store, "cat").run(open_adapter(f, mapping=mapping))
+        row = store.con.execute("SELECT item_id, title, categories, price, attributes->>'colour' FROM items").fetchall()
+    assert row == [("17", "Cordless Drill 18V", ["Tools", "Power Tools", "Drills"], 89.5, "yellow")]
+
+
+def test_parquet_streams_in_chunks(tmp_path: Path) -> None:
+    n = 25_000
+    table = pa.table({"user_id": [f"u{i % 700}" for i in range(n)], "item_id": [f"i{i % 900}" for i in range(n)],
+                      "type": ["click"] * n, "timestamp": pa.array([1_700_000_000 + i for i in range(n)], pa.int64())})
+    pq.write_table(table, tmp_path / "clicks.parquet", row_group_size=4_000)
+    with Store(tmp_path / "s.duckdb") as store:
+        report = Ingestor(store, "pq", chunk_size=3_000).run(open_adapter(tmp_path / "clicks.parquet"))
+        assert report.counts["event"]["inserted"] == n
+        assert store.runs("pq")[-1]["chunks"] == 9  # ceil(25,000 / 3,000)
+        assert store.stats("pq")["users"] == 700
+
+
+def test_given_event_ids_deduplicated(tmp_path: Path) -> None:
+    f = tmp_path / "e.jsonl"
+    f.write_text("\n".join(json.dumps(x) for x in [
+        {"event_id": "e1", "user_id": "u", "item_id": "i", "type": "view"},
+        {"event_id": "e1", "user_id": "u", "item_id": "j", "type": "view"},
+        {"event_id": "e2", "user_id": "u", "item_id": "j", "type": "view"}]))
+    with Store(tmp_path / "s.duckdb") as store:
+        report = Ingestor(store, "e").run(open_adapter(f))
+        assert report.counts["event"] == {"inserted": 2, "updated": 0, "unchanged": 0, "rejected": 1}
+
+
+def test_mapping_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(FormatError, match="unknown events field"):
+        Mapping(kind="events", columns={"usr": "user"})
+    with pytest.raises(FormatError, match="unknown kind"):
+        Mapping(kind="orders")
+    (tmp_path / "bad.toml").write_text("kind = 'events'\n[colums]\nuser_id='x'\n")
+    with pytest.raises(FormatError, match="unknown keys"):
+        Mapping.from_toml(tmp_path / "bad.toml")
