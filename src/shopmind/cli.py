@@ -107,10 +107,9 @@ def _parse_map(pairs: list[str]) -> dict[str, str]:
 def _run_ingest(store: Store, settings: Settings, target: str, *, fmt: str | None = None, name: str | None = None,
                 mapping: Mapping | None = None, encoding: str | None = None, force: bool = True,
                 quiet: bool = False) -> IngestReport | None:
-    def on_download(file: str) -> None:
-        err.print(f"downloading {file} …")
-
-    source = open_source(settings, target, fmt, name, mapping, encoding, on_download)
+    with err.status(f"looking for {target} …") as status:
+        source = open_source(settings, target, fmt, name, mapping, encoding,
+                             lambda file: status.update(f"downloading {file} (sha256 checked) …"))
     with _progress() if not quiet else _NullProgress() as progress:
         task = progress.add_task(f"ingest {source.dataset}", total=None, rows=0)
 
@@ -149,7 +148,8 @@ def _print_report(r: IngestReport) -> None:
 
 @app.command()
 def ingest(
-    targets: list[str] = typer.Argument(..., help="Registered dataset names or paths to folders/files."),
+    targets: Optional[list[str]] = typer.Argument(None, help="Registered dataset names or paths to folders/files."),
+    datasets: list[str] = typer.Option([], "--dataset", "-d", help="Same as TARGET (repeatable)."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help=f"Source format: {', '.join(sorted(set(FORMATS)))}."),
     name: Optional[str] = typer.Option(None, "--name", help="Dataset name in the store (default: registry name "
                                        "or the folder/file name)."),
@@ -165,7 +165,11 @@ def ingest(
 ) -> None:
     """Ingest datasets into the store (idempotent; bad rows go to a rejects file)."""
 
+    all_targets = [*(targets or []), *datasets]
+
     def body() -> list[IngestReport]:
+        if not all_targets:
+            raise ValueError("give at least one dataset name or path (see `shopmind datasets`)")
         settings = state.settings(**{"ingest.chunk_size": chunk_size, "ingest.hash_user_ids": hash_user_ids})
         mapping = None
         if mapping_file or maps or kind or delimiter or (fmt in ("csv", "jsonl", "parquet", "generic")):
@@ -175,11 +179,11 @@ def ingest(
                 mapping.columns.update(_parse_map(maps))
             else:
                 mapping = Mapping(**{k: v for k, v in overrides.items() if v is not None}, columns=_parse_map(maps))
-        if name and len(targets) > 1:
+        if name and len(all_targets) > 1:
             raise ValueError("--name needs a single target")
         reports = []
         with Store(settings.store.path) as store:
-            for target in targets:
+            for target in all_targets:
                 r = _run_ingest(store, settings, target, fmt=fmt, name=name, mapping=mapping, encoding=encoding,
                                 quiet=as_json)
                 assert r is not None
@@ -279,7 +283,9 @@ def fetch_dataset(
             if folder is None:
                 if not settings.data.allow_download:
                     raise DatasetError(f"{name}: not found locally and downloads are off")
-                folder = fetch(spec, settings.cache_dir, on_file=lambda f: err.print(f"downloading {f} …"))
+                with err.status(f"downloading {name} …") as status:
+                    folder = fetch(spec, settings.cache_dir,
+                                   on_file=lambda f: status.update(f"downloading {f} (sha256 checked) …"))
             results.append({"name": name, "path": str(folder), "files": verify(folder, spec)})
         return results
 
