@@ -44,6 +44,12 @@ def _blank_to_none(v: Any) -> Any:
     return None if isinstance(v, str) and not v.strip() else v
 
 
+def _finite_number(v: float | None) -> float | None:
+    if v is not None and not math.isfinite(v):
+        raise ValueError("must be a finite number")
+    return v
+
+
 class Item(_Model):
     """A catalog entry. `categories` is a path from root to leaf; `related` holds links such as
     Amazon's also_buy / also_view (relation name -> item ids); `text_fields` holds any other free text
@@ -62,12 +68,7 @@ class Item(_Model):
 
     _blank = field_validator("title", "description", "brand", "image_url", mode="before")(_blank_to_none)
 
-    @field_validator("price")
-    @classmethod
-    def _finite(cls, v: float | None) -> float | None:
-        if v is not None and not math.isfinite(v):
-            raise ValueError("price must be a finite number")
-        return v
+    _finite = field_validator("price")(_finite_number)
 
     @field_validator("categories")
     @classmethod
@@ -96,12 +97,7 @@ class Event(_Model):
     _blank = field_validator("event_id", "item_id", "session_id", "query", "review_text", "summary",
                              mode="before")(_blank_to_none)
 
-    @field_validator("value")
-    @classmethod
-    def _finite(cls, v: float | None) -> float | None:
-        if v is not None and not math.isfinite(v):
-            raise ValueError("value must be a finite number")
-        return v
+    _finite = field_validator("value")(_finite_number)
 
     @field_validator("timestamp")
     @classmethod
@@ -129,12 +125,7 @@ class Judgment(_Model):
     item_id: str = Id
     grade: float
 
-    @field_validator("grade")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("grade must be a finite number")
-        return v
+    _finite = field_validator("grade")(_finite_number)
 
 
 class User(_Model):

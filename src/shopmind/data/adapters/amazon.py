@@ -42,21 +42,15 @@ class AmazonAdapter(Adapter):
         return self.meta + self.reviews
 
     def records(self, meter: Meter | None = None) -> Iterator[Record]:
-        for path in self.meta:
+        sources = [(p, "item", meta_to_item) for p in self.meta] + [(p, "event", review_to_event) for p in self.reviews]
+        for path, kind, convert in sources:
             for item in iter_jsonl(path, "utf-8", meter, literal_fallback=True):
                 if isinstance(item, Reject):
                     yield item
                     continue
                 n, obj = item
-                rec = meta_to_item(obj)
-                yield Row("item", str(path), n, rec) if rec else Reject(str(path), n, "metadata without an asin")
-        for path in self.reviews:
-            for item in iter_jsonl(path, "utf-8", meter, literal_fallback=True):
-                if isinstance(item, Reject):
-                    yield item
-                    continue
-                n, obj = item
-                yield Row("event", str(path), n, review_to_event(obj))
+                rec = convert(obj)
+                yield Row(kind, str(path), n, rec) if rec else Reject(str(path), n, "metadata without an asin")
 
 
 def review_to_event(obj: dict[str, Any]) -> dict[str, Any]:
