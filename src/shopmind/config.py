@@ -42,9 +42,9 @@ class IngestSettings(_Section):
 
 
 class Settings(_Section):
-    store: StoreSettings = StoreSettings()
-    data: DataSettings = DataSettings()
-    ingest: IngestSettings = IngestSettings()
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
 
     @property
     def cache_dir(self) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from shopmind.data.adapters import FormatError, Mapping, open_adapter
-from shopmind.data.api import ingest_source, open_source
+from shopmind.data.api import open_source
 from shopmind.data.ingest import Ingestor
 from shopmind.data.store import Store
 

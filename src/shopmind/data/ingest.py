@@ -60,7 +60,7 @@ def describe_validation_error(e: ValidationError, limit: int = 3) -> str:
     for err in e.errors()[:limit]:
         loc = ".".join(str(x) for x in err["loc"]) or "record"
         got = err.get("input")
-        shown = "" if isinstance(got, dict) else f" (got {clip(repr(got))[:80]})"
+        shown = "" if isinstance(got, dict) else f" (got {repr(got)[:80]})"
         parts.append(f"{loc}: {err['msg']}{shown}")
     more = len(e.errors()) - limit
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")

@@ -146,8 +146,8 @@ class Store:
         try:
             if table == "events":
                 known = self.con.execute(
-                    f"SELECT count(*) FROM _stage s SEMI JOIN events t ON t.dataset = s.dataset "
-                    f"AND t.event_id = s.event_id").fetchall()[0][0]
+                    "SELECT count(*) FROM _stage s SEMI JOIN events t ON t.dataset = s.dataset "
+                    "AND t.event_id = s.event_id").fetchall()[0][0]
                 self.con.execute(f"INSERT INTO events ({cols}) SELECT {cols} FROM _stage ON CONFLICT DO NOTHING").fetchall()
                 return {"inserted": rows.num_rows - known, "updated": 0, "unchanged": known}
             new, changed = self.con.execute(

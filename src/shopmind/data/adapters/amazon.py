@@ -115,7 +115,8 @@ def meta_to_item(obj: dict[str, Any]) -> dict[str, Any] | None:
         if not attributes["sales_rank"]:
             del attributes["sales_rank"]
     related: dict[str, list[str]] = {}
-    rel_src = obj.get("related") if isinstance(obj.get("related"), dict) else obj
+    nested = obj.get("related")
+    rel_src: dict[str, Any] = nested if isinstance(nested, dict) else obj
     for key in _RELATIONS:
         ids = rel_src.get(key)
         if isinstance(ids, list) and ids:
