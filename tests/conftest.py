@@ -30,7 +30,7 @@ def demo_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     from shopmind.cli import app
 
     store = tmp_path_factory.mktemp("demo") / "shop.duckdb"
-    result = CliRunner().invoke(app, ["--store", str(store), "--data-dir", str(data_dir), "demo", "--json"])
+    result = CliRunner().invoke(app, ["--store", str(store), "--data-dir", str(data_dir), "demo", "--no-mine", "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     payload["store_path"] = store

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
 
 from . import __version__
@@ -21,6 +23,7 @@ from .data.ingest import IngestReport
 from .data.registry import REGISTRY, DatasetError, fetch, get_spec, local_path, verify
 from .data.splits import STRATEGIES, SplitError, make_split, summarize
 from .data.store import Store, StoreError
+from .errors import ShopmindError
 
 app = typer.Typer(help="shopmind: e-commerce search and recommendation powered by a language model.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -28,7 +31,7 @@ app = typer.Typer(help="shopmind: e-commerce search and recommendation powered b
 out = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
-_USER_ERRORS = (ConfigError, FormatError, DatasetError, StoreError, SplitError, ValueError, OSError)
+_USER_ERRORS = (ShopmindError, ConfigError, FormatError, DatasetError, StoreError, SplitError, ValueError, OSError)
 
 
 class _State:
@@ -44,11 +47,11 @@ class _State:
 state = _State()
 
 
-def _guard(fn: Callable[[], Any]) -> Any:
+def _guard(fn: Callable[[], Any], extra: tuple[type[BaseException], ...] = ()) -> Any:
     """Run a command body; user-facing errors become one red line and exit code 2, never a traceback."""
     try:
         return fn()
-    except _USER_ERRORS as e:
+    except (*_USER_ERRORS, *extra) as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(2) from None
 
@@ -329,12 +332,17 @@ def split(
     out.print(table)
 
 
+DEMO_MINE = ("amazon-scientific", "amazon2018-giftcards")
+
+
 @app.command()
 def demo(
     force: bool = typer.Option(False, "--force", help="Re-ingest even when the files were ingested before."),
+    mine_knowledge: bool = typer.Option(True, "--mine/--no-mine", help=f"Mine knowledge for {', '.join(DEMO_MINE)}."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
-    """The main job: ingest every registered dataset found locally (or downloadable) and print statistics."""
+    """The main job: ingest every registered dataset found locally (or downloadable), print statistics,
+    and mine knowledge (embeddings, keywords, review knowledge cards, profiles, item graph) for two of them."""
 
     def body() -> dict[str, Any]:
         settings = state.settings()
@@ -359,7 +367,16 @@ def demo(
                         f"{r.status}: {r.rows_read:,} rows, {r.rejected:,} rejected, {r.seconds:.1f} s")
                     err.print(f"[bold]{name}[/] {msg}")
             stats_rows = [stats_with_expected(store, n) for n in names]
-        return {"store": str(settings.store.path), "steps": steps, "datasets": stats_rows,
+            mining = []
+            if mine_knowledge:
+                from .knowledge.mine import Miner
+
+                for name in [n for n in DEMO_MINE if n in names]:
+                    with _step_progress(quiet=as_json) as on_step:
+                        report = Miner(store, settings.knowledge, settings.knowledge_dir, on_step=on_step,
+                                       onnx_dir=settings.onnx_dir).run(name)
+                    mining.append(report.to_json())
+        return {"store": str(settings.store.path), "steps": steps, "datasets": stats_rows, "mining": mining,
                 "seconds": round(time.perf_counter() - t0, 2)}
 
     result = _guard(body)
@@ -367,6 +384,8 @@ def demo(
         _emit_json(result)
     else:
         out.print(_stats_table(result["datasets"], f"shopmind store {result['store']}"))
+        for report in result["mining"]:
+            _print_mining(report)
     if not result["datasets"]:
         err.print("[bold red]error:[/] no dataset could be found or downloaded; set SHOPMIND_DATA_DIR to the "
                   "folder holding them (e.g. ../shared/data)")
@@ -376,6 +395,88 @@ def demo(
     ok = all(s["matches_published"] is not False for s in result["datasets"])
     out.print(("[green]all statistics match the published figures[/]" if ok
                else "[red]some statistics differ from the published figures[/]") + f" ({result['seconds']:.1f} s)")
+
+
+@app.command()
+def mine(
+    datasets: list[str] = typer.Option(..., "--dataset", "-d", help="Dataset in the store (repeatable)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Encoder: packaged name, Hugging Face id or folder."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="auto, torch, onnx or onnx-int8."),
+    as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
+) -> None:
+    """Mine knowledge: item embeddings, TF-IDF and keywords, review aspects and knowledge cards,
+    user profiles, item graph. Unchanged item texts are not encoded again."""
+    from .knowledge.mine import Miner, MiningError
+
+    def body() -> list[dict[str, Any]]:
+        settings = state.settings(**{"knowledge.model": model, "knowledge.backend": backend})
+        reports = []
+        with Store(settings.store.path) as store:
+            missing = [d for d in datasets if d not in store.datasets()]
+            if missing:
+                raise MiningError(f"not in the store: {', '.join(missing)} (run `shopmind ingest` first)")
+            for name in datasets:
+                with _step_progress(quiet=as_json) as on_step:
+                    report = Miner(store, settings.knowledge, settings.knowledge_dir, on_step=on_step,
+                                   onnx_dir=settings.onnx_dir).run(name)
+                reports.append(report.to_json())
+                if not as_json:
+                    _print_mining(report.to_json())
+        return reports
+
+    reports = _guard(body)
+    if as_json:
+        _emit_json({"reports": reports})
+
+
+@contextmanager
+def _step_progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """A progress display for named steps: a bar when a step reports totals, a spinner line otherwise."""
+    if quiet:
+        yield lambda name, done, total: None
+        return
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=False) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_step(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                for other in tasks.values():
+                    t = progress.tasks[other]
+                    progress.update(other, total=t.total or 1, completed=t.total or 1)
+                tasks[name] = progress.add_task(name, total=total or None)
+            progress.update(tasks[name], completed=done, total=total or None)
+
+        yield on_step
+        for task in tasks.values():
+            t = progress.tasks[task]
+            progress.update(task, total=t.total or 1, completed=t.total or 1)
+
+
+def _print_mining(r: dict[str, Any]) -> None:
+    enc = r["encoder"]
+    out.print(f"[bold]{r['dataset']}[/]: mined in {r['seconds']:.1f} s with {enc.get('model')} "
+              f"({enc.get('backend')}" + (f", agreement {enc['agreement']:.4f}" if enc.get("agreement") else "") + ")")
+    table = Table("count", "value", title="knowledge")
+    for k, v in r["counts"].items():
+        table.add_row(k, f"{v:,}")
+    out.print(table)
+    steps = Table("step", "seconds", title="timing")
+    for k, v in r["steps"].items():
+        steps.add_row(k, f"{v:.2f}")
+    out.print(steps)
+    for card in r["examples"][:2]:
+        pos = ", ".join(f"{a['aspect']} ({a['count']})" for a in card["positive_aspects"]) or "–"
+        neg = ", ".join(f"{a['aspect']} ({a['count']})" for a in card["negative_aspects"]) or "–"
+        rating = card["rating"]
+        out.print(f"[bold]card[/] {card['item_id']} {card['title'] or ''}\n"
+                  f"  category: {' > '.join(card['category_path']) or '–'} | price band: {card['price_band'] or '–'} | "
+                  f"rating: {rating['mean'] if rating else '–'} ({rating['count'] if rating else 0})\n"
+                  f"  keywords: {', '.join(card['keywords']) or '–'}\n  liked: {pos}\n  disliked: {neg}")
+    for nb in r["neighbours"]:
+        out.print(f"[bold]nearest to[/] {nb['item_id']} {str(nb['title'])[:70]}")
+        for x in nb["neighbours"][:3]:
+            out.print(f"  {x['similarity']:.3f}  {x['item_id']} {str(x['title'])[:70]}")
 
 
 if __name__ == "__main__":  # pragma: no cover

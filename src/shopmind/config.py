@@ -41,10 +41,37 @@ class IngestSettings(_Section):
     user_id_salt: str | None = Field(None, repr=False)
 
 
+class KnowledgeSettings(_Section):
+    model: str = "all-MiniLM-L6-v2"
+    backend: str = Field("auto", pattern="^(auto|torch|onnx|onnx-int8)$")
+    min_agreement: float = Field(0.99, gt=0, le=1)
+    batch_size: int = Field(32, ge=1, le=4096)
+    max_length: int = Field(256, ge=8, le=8192)
+    dtype: str = Field("float32", pattern="^(float32|float16)$")
+    item_template: str = "{title}. {brand}. {categories}. {description}. {attributes}. {review_aspects}"
+    keywords_per_item: int = Field(5, ge=0, le=50)
+    keyword_candidates: int = Field(15, ge=1, le=200)
+    keyword_diversity: float = Field(0.5, ge=0, le=1)
+    half_life_days: float = Field(30.0, gt=0)
+    half_life_events: float = Field(20.0, gt=0)
+    co_interaction_top_k: int = Field(20, ge=1, le=1000)
+    dir: Path | None = None
+    onnx_dir: Path | None = None
+
+
 class Settings(_Section):
     store: StoreSettings = Field(default_factory=StoreSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
+
+    @property
+    def knowledge_dir(self) -> Path:
+        return self.knowledge.dir or self.store.path.with_name(self.store.path.name + ".knowledge")
+
+    @property
+    def onnx_dir(self) -> Path:
+        return self.knowledge.onnx_dir or Path(user_cache_dir("shopmind")) / "onnx"
 
     @property
     def cache_dir(self) -> Path:
@@ -59,7 +86,8 @@ class Settings(_Section):
         d = self.model_dump(mode="json")
         if d["ingest"]["user_id_salt"]:
             d["ingest"]["user_id_salt"] = "***"
-        d["derived"] = {"cache_dir": str(self.cache_dir), "rejects_dir": str(self.rejects_dir)}
+        d["derived"] = {"cache_dir": str(self.cache_dir), "rejects_dir": str(self.rejects_dir),
+                        "knowledge_dir": str(self.knowledge_dir), "onnx_dir": str(self.onnx_dir)}
         return d
 
 

@@ -148,7 +148,7 @@ def test_demo_rerun_reuses(demo_run: dict, data_dir: Path, tmp_path: Path) -> No
 
     copy = tmp_path / "copy.duckdb"  # the module's read-only connection keeps the original open
     shutil.copy(demo_run["store_path"], copy)
-    result = CliRunner().invoke(app, ["--store", str(copy), "--data-dir", str(data_dir), "demo", "--json"])
+    result = CliRunner().invoke(app, ["--store", str(copy), "--data-dir", str(data_dir), "demo", "--no-mine", "--json"])
     assert result.exit_code == 0, result.output
     steps = json.loads(result.stdout)["steps"]
     assert {s["status"] for s in steps} == {"reused"}

@@ -1,0 +1,1 @@
+"""Knowledge mining: encoders, text features, review mining, user profiles, item graph."""
