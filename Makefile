@@ -31,6 +31,8 @@ test: install
 
 bench: install
 	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_encoders.py
+	$(BIN)/python bench/bench_knowledge.py
 
 clean:
 	rm -rf $(VENV) shopmind.duckdb shopmind.duckdb.wal shopmind.rejects .pytest_cache

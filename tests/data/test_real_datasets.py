@@ -152,3 +152,16 @@ def test_demo_rerun_reuses(demo_run: dict, data_dir: Path, tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     steps = json.loads(result.stdout)["steps"]
     assert {s["status"] for s in steps} == {"reused"}
+
+
+def test_unisrec_text_parts_with_periods_and_empty_categories(store: Store) -> None:
+    """'Mr. Heater' keeps its period in title and brand; 'Title. . Brand.' has no category; all 4,385 split."""
+    rows = store.con.execute("SELECT title, brand, text_fields->>'category_text', text_fields->>'text' FROM items "
+                             "WHERE dataset = 'amazon-scientific'").fetchall()
+    with_cat = [r for r in rows if r[2]]
+    assert len(with_cat) == 4251 and all(r[2].startswith("Industrial & Scientific") for r in with_cat)
+    empty_cat = [r for r in rows if not r[2]]
+    assert len(empty_cat) == 134 and all(". . " in r[3] for r in empty_cat)
+    heater = next(r for r in rows if r[0].startswith("Mr. Heater"))
+    assert heater[1] == "Mr. Heater"
+    assert all(r[3].startswith(r[0]) for r in rows)

@@ -20,8 +20,9 @@ import json
 import os
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from ..errors import ShopmindError
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _PACKAGED = {"default", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
-_ONNX_FORMAT = 1  # bump when the export recipe changes, to rebuild cached graphs
+_ONNX_FORMAT = 2  # bump when the export recipe changes, to rebuild cached graphs
 
 ProgressFn = Callable[[int, int], None]  # (texts done, total)
 
@@ -50,6 +51,25 @@ def resolve_model_path(model: str) -> str:
 
 def _slug(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock across processes (POSIX flock); released on exit."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _gpu_available() -> bool:
@@ -93,6 +113,10 @@ class Encoder:
 
     @property
     def dim(self) -> int:
+        if self.backend_used in ("onnx", "onnx-int8"):
+            meta = self._onnx_files(self.backend_used == "onnx-int8")[1]
+            if meta.is_file() and json.loads(meta.read_text()).get("dim"):
+                return int(json.loads(meta.read_text())["dim"])
         st = self._torch_model()
         get = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
         return int(get())
@@ -115,24 +139,45 @@ class Encoder:
         return self._st
 
     def _onnx_files(self, quantized: bool) -> tuple[Path, Path]:
+        """The graph file and its meta file; the meta is written last, so its presence means 'complete'."""
         folder = self.onnx_dir / f"{Path(self.path).name or 'model'}-{_slug(self.path)}-v{_ONNX_FORMAT}"
-        return folder / ("model.int8.onnx" if quantized else "model.opt.onnx"), folder / "meta.json"
+        name = "model.int8" if quantized else "model.opt"
+        return folder / f"{name}.onnx", folder / f"{name}.json"
 
     def _build_onnx(self, quantized: bool) -> Path:
-        """Export the transformer to ONNX once (eager attention, so ORT can fuse it), optimise, quantise."""
+        """Export the transformer to ONNX once (eager attention, so ORT can fuse it), optimise, quantise.
+        Safe when several processes build at once: a file lock, temporary names and atomic renames."""
         target, meta_path = self._onnx_files(quantized)
         if target.is_file() and meta_path.is_file():
             return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(target.parent / ".lock"):
+            if target.is_file() and meta_path.is_file():  # built by another process while we waited
+                return target
+            opt, opt_meta = self._onnx_files(False)
+            if not (opt.is_file() and opt_meta.is_file()):
+                meta = self._export_fused(opt)
+                _atomic_write(opt_meta, json.dumps(meta, indent=2))
+            if quantized:
+                import onnx
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                tmp = target.with_suffix(".tmp.onnx")
+                quantize_dynamic(str(opt), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                os.replace(tmp, target)
+                _atomic_write(meta_path, opt_meta.read_text())
+        return target
+
+    def _export_fused(self, opt: Path) -> dict[str, object]:
         import torch
 
-        target.parent.mkdir(parents=True, exist_ok=True)
         st = self._torch_model()
         transformer = st[0].auto_model.to("cpu").eval()
         config = transformer.config
         if hasattr(config, "_attn_implementation"):
             config._attn_implementation = "eager"
-        tok = st.tokenizer
-        sample = tok(["an example product title", "short"], padding=True, return_tensors="pt")
+        sample = st.tokenizer(["an example product title", "short"], padding=True, return_tensors="pt")
         names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
 
         class _Wrapped(torch.nn.Module):
@@ -143,7 +188,8 @@ class Encoder:
             def forward(self, *args: torch.Tensor) -> torch.Tensor:
                 return self.inner(**dict(zip(names, args))).last_hidden_state
 
-        raw = target.parent / "model.raw.onnx"
+        raw = opt.with_name(f"model.raw.{os.getpid()}.onnx")
+        tmp = opt.with_name(f"model.opt.{os.getpid()}.onnx")
         axes = {n: {0: "batch", 1: "seq"} for n in [*names, "last_hidden_state"]}
         with torch.no_grad(), warnings.catch_warnings():
             # The tracer warns about Python-level branches in the attention mask code; they are constant for
@@ -151,28 +197,21 @@ class Encoder:
             warnings.simplefilter("ignore")
             torch.onnx.export(_Wrapped(transformer), tuple(sample[n] for n in names), str(raw), input_names=names,
                               output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False)
-        opt = target.parent / "model.opt.onnx"
         try:
             from onnxruntime.transformers import optimizer
 
             fused = optimizer.optimize_model(str(raw), model_type="bert",
                                              num_heads=int(getattr(config, "num_attention_heads", 0)),
                                              hidden_size=int(getattr(config, "hidden_size", 0)))
-            fused.save_model_to_file(str(opt))
+            fused.save_model_to_file(str(tmp))
+            raw.unlink(missing_ok=True)
         except Exception:  # an architecture the fusion passes do not know: keep the plain graph
-            raw.replace(opt)
-        if quantized:
-            import onnx
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            quantize_dynamic(str(opt), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-        raw.unlink(missing_ok=True)
+            raw.replace(tmp)
+        os.replace(tmp, opt)
         pooling = st[1].get_config_dict() if len(st) > 1 and hasattr(st[1], "get_config_dict") else {}
         mode = "cls" if pooling.get("pooling_mode_cls_token") or pooling.get("pooling_mode") == "cls" else "mean"
-        meta = {"model": self.model, "path": self.path, "inputs": names, "pooling": mode, "format": _ONNX_FORMAT}
-        meta_path.write_text(json.dumps(meta, indent=2))
-        return target
+        return {"model": self.model, "path": self.path, "inputs": names, "pooling": mode, "format": _ONNX_FORMAT,
+                "dim": int(config.hidden_size) if hasattr(config, "hidden_size") else None}
 
     def _onnx_session(self, quantized: bool):
         import onnxruntime as ort
@@ -239,6 +278,7 @@ class Encoder:
         known = json.loads(path.read_text()) if path.is_file() else {}
         if key in known:
             return known[key]
+        path.parent.mkdir(parents=True, exist_ok=True)
         reference = self._encode_torch(texts, None)
         result = {}
         for variant in ("onnx-int8", "onnx"):
@@ -247,8 +287,10 @@ class Encoder:
             if result[variant] >= self.min_agreement:
                 break
         self._session = None
-        known[key] = result
-        path.write_text(json.dumps(known, indent=1))
+        with _file_lock(path.parent / ".lock"):
+            known = json.loads(path.read_text()) if path.is_file() else {}
+            known[key] = result
+            _atomic_write(path, json.dumps(known, indent=1))
         return result
 
     def prepare(self, sample: Sequence[str] = ()) -> str:
@@ -258,7 +300,8 @@ class Encoder:
             return self.backend_used
         choice = "torch"
         if not _gpu_available():
-            texts = list(dict.fromkeys(t for t in sample if t))[: self.calibration_size] or [
+            # A spread-out, reproducible sample: distinct texts ordered by their hash, not input order.
+            texts = sorted(dict.fromkeys(t for t in sample if t), key=_slug)[: self.calibration_size] or [
                 "cordless drill with two batteries", "stainless steel mixing bowl set", "organic green tea"]
             for variant, agreement in self._measure_agreement(texts).items():
                 if agreement >= self.min_agreement:

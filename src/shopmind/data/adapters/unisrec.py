@@ -119,6 +119,7 @@ class UniSRecAdapter(Adapter):
             })
 
     def _items(self, meter: Meter | None) -> Iterator[Record]:
+        rows: list[tuple[int, str, str]] = []
         for item in iter_lines(self.text, "utf-8", meter):
             if isinstance(item, Reject):
                 yield item
@@ -130,21 +131,52 @@ class UniSRecAdapter(Adapter):
             if len(parts) != 2 or not parts[0]:
                 yield Reject(str(self.text), n, "expected 'item_id<TAB>text'", clip(text))
                 continue
-            yield Row("item", str(self.text), n, split_unisrec_text(parts[0], parts[1]))
+            rows.append((n, parts[0], parts[1]))
+        prefix = category_prefix([t for _, _, t in rows])
+        for n, item_id, text in rows:
+            yield Row("item", str(self.text), n, split_unisrec_text(item_id, text, prefix))
 
 
-def split_unisrec_text(item_id: str, text: str) -> dict[str, object]:
-    """UniSRec item text is 'title. categories. brand. ' joined; split it when it has exactly that shape.
+def category_prefix(texts: list[str]) -> str | None:
+    """The words that start the category part in most texts ('Industrial & Scientific' for Scientific):
+    the most common first two words of the segments after the title, if at least half the texts have it."""
+    counts: dict[str, int] = {}
+    for text in texts:
+        seen = {" ".join(seg.split()[:2]) for seg in text.strip().rstrip(".").split(". ")[1:] if seg.strip()}
+        for key in seen:
+            counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return None
+    best = max(counts, key=lambda k: counts[k])
+    return best if counts[best] * 2 >= len(texts) else None
 
-    The category path was flattened with spaces, so it is kept as text, not as a list. The original text
-    is always kept in text_fields['text'].
+
+def split_unisrec_text(item_id: str, text: str, prefix: str | None = None) -> dict[str, object]:
+    """UniSRec item text is 'title. categories. brand. ' (any part may be empty); split it.
+
+    Titles and brands may contain '. ' themselves ('Mr. Heater'), so the category part is found by the
+    dataset's category prefix (see `category_prefix`) or by the empty-category marker '. . '. The category
+    path was flattened with spaces, so it is kept as text. The original text is always in text_fields['text'].
     """
     full = text.strip()
     rec: dict[str, object] = {"item_id": item_id, "text_fields": {"text": full}}
-    parts = full.rstrip(".").split(". ")
-    if len(parts) == 3 and all(p.strip() for p in parts):
-        rec["title"], rec["brand"] = parts[0].strip(), parts[2].strip()
-        rec["text_fields"] = {"text": full, "category_text": parts[1].strip()}
+    body = full[:-1] if full.endswith(".") else full
+    title = cats = brand = None
+    start = body.rfind(f". {prefix}") if prefix else -1
+    if start >= 0:
+        title, rest = body[:start], body[start + 2:]
+        cats, _, brand = rest.partition(". ")
+    elif ". . " in body:
+        title, _, brand = body.rpartition(". . ")
     else:
-        rec["title"] = full.rstrip(". ").strip() or None
+        parts = body.split(". ")
+        if len(parts) == 3:
+            title, cats, brand = parts
+    if title is None:
+        rec["title"] = body.strip() or None
+        return rec
+    rec["title"] = title.strip() or None
+    rec["brand"] = (brand or "").strip() or None
+    if cats and cats.strip():
+        rec["text_fields"] = {"text": full, "category_text": cats.strip()}
     return rec
