@@ -52,9 +52,11 @@ def test_gift_card_knowledge(mined) -> None:
         got = store.con.execute("SELECT count(*) FROM item_edges WHERE dataset = 'amazon2018-giftcards' "
                                 "AND kind = 'also_buy'").fetchall()[0][0]
         assert got == expected > 0
-        vec, kw = store.con.execute("SELECT vector, keywords FROM user_profiles WHERE dataset = 'amazon2018-giftcards' "
-                                    "ORDER BY events DESC LIMIT 1").fetchall()[0]
-        assert abs(np.linalg.norm(vec) - 1) < 1e-4 and json.loads(kw)
+        vec, kw, interests = store.con.execute(
+            "SELECT vector, keywords, interests FROM user_profiles WHERE dataset = 'amazon2018-giftcards' "
+            "ORDER BY events DESC LIMIT 1").fetchall()[0]
+        assert abs(np.linalg.norm(vec) - 1) < 1e-4 and json.loads(interests)
+        assert len(kw) == 5 and len(set(kw)) == 5
 
 
 def test_scientific_graph_and_semantics(mined) -> None:

@@ -258,10 +258,16 @@ class Miner:
         user_tfidf = (weights @ item_tfidf).tocsr()
         norms = np.sqrt(np.asarray(user_tfidf.multiply(user_tfidf).sum(axis=1)).ravel())
         user_tfidf = sp.diags(1 / np.maximum(norms, 1e-12)) @ user_tfidf
+        user_vectors = np.stack([profiles[u].embedding() for u in users]) if users else np.zeros((0, 1), np.float32)
+        # Per-user keywords, KeyBERT style: the user's TF-IDF terms re-ranked against their interest vector.
+        user_kw = keywords(sp.csr_matrix(user_tfidf), vocab, user_vectors, lambda t: self._embed(t, "user keywords"),
+                           self.cfg.keywords_per_item, self.cfg.keyword_candidates, self.cfg.keyword_diversity) \
+            if users and len(vocab) and vectors.shape[1] else [[] for _ in users]
         replace_rows(self.store, "user_profiles", dataset, pa.table({
             "dataset": [dataset] * len(users), "user_id": users,
-            "vector": pa.array([profiles[u].embedding() for u in users], pa.list_(pa.float32())),
-            "keywords": [json.dumps(profiles[u].top_keywords(10), ensure_ascii=False) for u in users],
+            "vector": pa.array(list(user_vectors), pa.list_(pa.float32())),
+            "keywords": pa.array(user_kw, pa.list_(pa.string())),
+            "interests": [json.dumps(profiles[u].top_keywords(10), ensure_ascii=False) for u in users],
             "categories": [json.dumps(profiles[u].top_categories(5), ensure_ascii=False) for u in users],
             "events": [profiles[u].events for u in users],
             "last_time": [profiles[u].last_time for u in users]}))

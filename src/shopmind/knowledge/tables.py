@@ -22,8 +22,8 @@ CREATE TABLE IF NOT EXISTS item_keywords (
 CREATE TABLE IF NOT EXISTS knowledge_cards (
     dataset VARCHAR NOT NULL, item_id VARCHAR NOT NULL, card JSON NOT NULL, PRIMARY KEY (dataset, item_id));
 CREATE TABLE IF NOT EXISTS user_profiles (
-    dataset VARCHAR NOT NULL, user_id VARCHAR NOT NULL, vector FLOAT[] NOT NULL, keywords JSON, categories JSON,
-    events INTEGER, last_time DOUBLE, PRIMARY KEY (dataset, user_id));
+    dataset VARCHAR NOT NULL, user_id VARCHAR NOT NULL, vector FLOAT[] NOT NULL, keywords VARCHAR[], interests JSON,
+    categories JSON, events INTEGER, last_time DOUBLE, PRIMARY KEY (dataset, user_id));
 CREATE TABLE IF NOT EXISTS item_edges (
     dataset VARCHAR NOT NULL, src VARCHAR NOT NULL, dst VARCHAR NOT NULL, kind VARCHAR NOT NULL, weight DOUBLE NOT NULL);
 CREATE TABLE IF NOT EXISTS taxonomy (
@@ -35,6 +35,11 @@ TABLES = ("item_texts", "item_keywords", "knowledge_cards", "user_profiles", "it
 
 
 def ensure_tables(store: Store) -> None:
+    # Knowledge tables hold derived data that `mine` recomputes: a table from an older layout is dropped.
+    cols = {r[0] for r in store.con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'user_profiles'").fetchall()}
+    if cols and "interests" not in cols:
+        store.con.execute("DROP TABLE user_profiles")
     store.con.execute(DDL)
 
 
