@@ -17,9 +17,6 @@ Wall times are reported, never asserted.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -30,10 +27,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from bench_ingest import machine  # same folder: the CPU / platform block all benchmarks share
+from common import command_line, machine, require_data_dir, write_results  # same folder
 from shopmind.knowledge.encoders import Encoder
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_SPEEDUP, TARGET_COSINE = 2.0, 0.99
 SWEEP = (16, 32, 64, 128)
 
@@ -129,12 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep-repeats", type=int, default=1, help="timed passes per batch size in the onnx-int8 sweep")
     p.add_argument("--onnx-dir", type=Path, default=None, help="keep/reuse ONNX graphs here (default: a temp folder)")
     args = p.parse_args(argv)
-    if not os.environ.get("SHOPMIND_DATA_DIR"):
-        sys.exit("SHOPMIND_DATA_DIR is not set: point it at the folder holding the datasets (e.g. ../shared/data)")
     if args.repeats < 1 or args.sweep_repeats < 1:
         sys.exit("--repeats and --sweep-repeats must be >= 1")
-    texts = load_texts(Path(os.environ["SHOPMIND_DATA_DIR"]).resolve())
-    command = shlex.join([".venv/bin/python", "bench/bench_encoders.py", *(sys.argv[1:] if argv is None else argv)])
+    texts = load_texts(require_data_dir())
+    command = command_line("bench_encoders.py", argv)
     with tempfile.TemporaryDirectory(prefix="shopmind-onnx-") as tmp:
         onnx_dir = args.onnx_dir or Path(tmp)
         doc = run(texts, onnx_dir, args.repeats, args.sweep_repeats)
@@ -148,16 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     md = markdown(doc)
     print(md)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     header = (f"# Encoder benchmark\n\n{stamp} on {info['cpu']} ({info['cpu_count']} CPUs), Python {info['python']}, "
               f"torch {info['torch']} ({info['torch_threads']} threads), onnxruntime {info['onnxruntime']}, "
               f"sentence-transformers {info['sentence_transformers']}. {len(texts):,} Scientific item texts, "
               f"median of {args.repeats} passes. Target: ≥ {TARGET_SPEEDUP:g}× plain throughput with mean cosine ≥ "
               f"{TARGET_COSINE}.\n\n")
-    for name, text in [("encoders.json", json.dumps({"machine": info, "timestamp": stamp, **doc}, indent=2) + "\n"),
-                       ("encoders.md", header + md + f"\n\nReproduce: `make bench` or `{command}`\n")]:
-        (RESULTS / (name + ".tmp")).write_text(text, encoding="utf-8")
-        (RESULTS / (name + ".tmp")).replace(RESULTS / name)
+    write_results("encoders", {"machine": info, "timestamp": stamp, **doc},
+                  header + md + f"\n\nReproduce: `make bench` or `{command}`\n")
     return 0
 
 

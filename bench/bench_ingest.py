@@ -10,10 +10,6 @@ stdout and to bench/results/ingest.json + ingest.md. Wall times are reported, ne
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -22,8 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import duckdb
 
+from common import command_line, machine, require_data_dir, write_results  # same folder
 from shopmind.config import load_settings
 from shopmind.data.api import ingest_source, open_source
 from shopmind.data.ingest import IngestReport
@@ -31,7 +27,6 @@ from shopmind.data.store import Store
 
 DEFAULT_DATASETS = ["s3rec-beauty", "homedepot", "ml-100k", "amazon-scientific"]
 TARGET = ("s3rec-beauty", 10.0)  # the target: ~200k events ingested in under 10 s
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _accepted(report: IngestReport, kind: str) -> int:
@@ -82,13 +77,6 @@ def bench(data_dir: Path, dataset: str, repeats: int, chunk_size: int | None) ->
     }
 
 
-def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")]
-    return {"cpu": names[0] if names else platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "platform": platform.platform(), "python": platform.python_version(), "duckdb": duckdb.__version__}
-
-
 def table(rows: list[dict[str, Any]]) -> str:
     head = ["dataset", "rows read", "events", "median s", "rows/s", "events/s", "re-ingest s", "skip s", "runs (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -108,13 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="measured runs per dataset (median reported)")
     p.add_argument("--chunk-size", type=int, default=None, help="rows per transaction (default: settings)")
     args = p.parse_args(argv)
-    if not os.environ.get("SHOPMIND_DATA_DIR"):
-        sys.exit("SHOPMIND_DATA_DIR is not set: point it at the folder holding the datasets (e.g. ../shared/data)")
-    data_dir = Path(os.environ["SHOPMIND_DATA_DIR"]).resolve()
+    data_dir = require_data_dir()
     if args.repeats < 1:
         sys.exit("--repeats must be >= 1")
     chunk_size = args.chunk_size or load_settings().ingest.chunk_size
-    command = shlex.join([".venv/bin/python", "bench/bench_ingest.py", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("bench_ingest.py", argv)
 
     rows = []
     for name in args.datasets:
@@ -131,18 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     print(md + ("\n\n" + verdict if verdict else ""))
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
     doc = {"machine": info, "timestamp": stamp, "command": command, "chunk_size": chunk_size,
            "target": {"dataset": TARGET[0], "max_seconds": TARGET[1],
                       "met": None if target is None else target["median_seconds"] < TARGET[1]},
            "results": rows}
-    for name, text in [("ingest.json", json.dumps(doc, indent=2) + "\n"),
-                       ("ingest.md", f"# Ingest benchmark\n\n{stamp} on {info['cpu']} ({info['cpu_count']} CPUs), "
-                                     f"Python {info['python']}, DuckDB {info['duckdb']}, chunk size {chunk_size:,}."
-                                     f"\n\n{md}\n\n{verdict}\n\nReproduce: `make bench` or `{command}`\n")]:
-        tmp = RESULTS / (name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(RESULTS / name)
+    write_results("ingest", doc, f"# Ingest benchmark\n\n{stamp} on {info['cpu']} ({info['cpu_count']} CPUs), "
+                                 f"Python {info['python']}, DuckDB {info['duckdb']}, chunk size {chunk_size:,}."
+                                 f"\n\n{md}\n\n{verdict}\n\nReproduce: `make bench` or `{command}`\n")
     return 0
 
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import shlex
 import sys
 import tempfile
 import time
@@ -31,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bench_ingest import machine  # same folder: the CPU / platform block all benchmarks share
+from common import command_line, machine, require_data_dir, write_results  # same folder
 from shopmind.config import KnowledgeSettings, load_settings
 from shopmind.data.api import ingest_source, open_source
 from shopmind.data.store import Store
@@ -39,7 +37,6 @@ from shopmind.knowledge.encoders import Encoder
 from shopmind.knowledge.mine import Miner
 from shopmind.knowledge.profiles import UserProfile
 
-RESULTS = Path(__file__).resolve().parent / "results"
 MINE_TARGET_S, UPDATE_TARGET_US = 120.0, 1000.0
 SCI, HD = "amazon-scientific", "homedepot"
 
@@ -168,10 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=10, help="neighbours per item in the category test")
     p.add_argument("--onnx-dir", type=Path, default=None, help="reuse ONNX graphs here (default: built cold in a temp dir)")
     args = p.parse_args(argv)
-    if not os.environ.get("SHOPMIND_DATA_DIR"):
-        sys.exit("SHOPMIND_DATA_DIR is not set: point it at the folder holding the datasets (e.g. ../shared/data)")
-    data_dir = Path(os.environ["SHOPMIND_DATA_DIR"]).resolve()
-    command = shlex.join([".venv/bin/python", "bench/bench_knowledge.py", *(sys.argv[1:] if argv is None else argv)])
+    data_dir = require_data_dir()
+    command = command_line("bench_knowledge.py", argv)
     doc: dict[str, Any] = {"ingest_seconds": {}}
     with tempfile.TemporaryDirectory(prefix="shopmind-bench-") as tmp:
         settings = load_settings(overrides={"store.path": str(Path(tmp) / "bench.duckdb"), "data.dir": str(data_dir),
@@ -197,13 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     doc["profile"] = profile_updates(args.seed)
     info, stamp, md = machine(), datetime.now(timezone.utc).isoformat(timespec="seconds"), markdown(doc)
     print(md)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     head = f"# Knowledge benchmark\n\n{stamp} on {info['cpu']} ({info['cpu_count']} CPUs), Python {info['python']}.\n\n"
-    for name, text in [("knowledge.json", json.dumps({"machine": info, "timestamp": stamp, "command": command, **doc},
-                                                     indent=2, default=str) + "\n"),
-                       ("knowledge.md", head + md + f"\n\nReproduce: `make bench` or `{command}`\n")]:
-        (RESULTS / (name + ".tmp")).write_text(text, encoding="utf-8")
-        (RESULTS / (name + ".tmp")).replace(RESULTS / name)
+    write_results("knowledge", {"machine": info, "timestamp": stamp, "command": command, **doc},
+                  head + md + f"\n\nReproduce: `make bench` or `{command}`\n")
     return 0
 
 
