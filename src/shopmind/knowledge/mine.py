@@ -118,8 +118,8 @@ class Miner:
         items = self.store.table("SELECT item_id, title, brand, categories, description, price, attributes, text_fields, "
                                  "related FROM items WHERE dataset = ? ORDER BY item_id", [dataset])
         events = self.store.table(
-            "SELECT user_id, item_id, type, value, epoch(timestamp) AS t, seq, review_text, summary FROM events "
-            "WHERE dataset = ? AND item_id IS NOT NULL", [dataset])
+            "SELECT event_id, user_id, item_id, type, value, epoch(timestamp) AS t, seq, review_text, summary FROM events "
+            "WHERE dataset = ? AND item_id IS NOT NULL ORDER BY user_id, t, seq, event_id", [dataset])
         if items.empty and events.empty:
             raise MiningError(f"{dataset}: no items or events in the store (run `shopmind ingest {dataset}` first)")
         # Items that have events but no catalog entry still get knowledge from their reviews.
@@ -238,7 +238,7 @@ class Miner:
         timed = events["t"].notna().all() and len(events)
         ev = events.assign(time=events["t"] if timed else events["seq"].fillna(0).astype(float))
         half_life = self.cfg.half_life_days * 86400 if timed else self.cfg.half_life_events
-        ev = ev.sort_values(["user_id", "time"], kind="stable")
+        ev = ev.sort_values(["user_id", "time", "event_id"], kind="stable")
         profiles = build_profiles(zip(ev["user_id"], ev["item_id"], ev["type"], ev["value"], ev["time"]), index,
                                   vectors if vectors.shape[1] else np.zeros((len(index), 1), np.float32),
                                   item_kw, leaf, half_life)
@@ -275,7 +275,8 @@ class Miner:
 
     def _graph(self, dataset: str, records: list[dict[str, Any]], events: pd.DataFrame, cats: list[list[str]]
                ) -> dict[str, int]:
-        order = ["user_id", "t", "seq"] if events["t"].notna().all() else ["user_id", "seq"]
+        # Ties (same day, no position) are broken by event id, so the graph is the same on every run.
+        order = ["user_id", "t", "seq", "event_id"] if events["t"].notna().all() else ["user_id", "seq", "event_id"]
         ev = events.sort_values(order, kind="stable")
         histories = ev.groupby("user_id", sort=False)["item_id"].agg(list)
         nxt = next_item_edges(histories.tolist())
