@@ -429,6 +429,68 @@ def mine(
         _emit_json({"reports": reports})
 
 
+@app.command()
+def benchmark(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset (registered name; ingested if needed)."),
+    models: str = typer.Option("pop,itemknn,als,bpr", "--models", "-m", help="Comma-separated model names."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="unisrec or s3rec (default: the dataset's own)."),
+    mask: Optional[bool] = typer.Option(None, "--mask/--no-mask", help="Remove history items from the ranking "
+                                        "(default: as the protocol publishes)."),
+    grid: bool = typer.Option(True, "--grid/--no-grid", help="Select hyper-parameters on validation."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for the markdown, JSON and plot "
+                                           "(default: <store>.benchmarks)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Train recommenders, select on validation, test once with full ranking; write table, JSON and plot."""
+
+    def body() -> dict[str, Any]:
+        from .evaluation import protocols, report, runner
+
+        settings = state.settings()
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        t0 = time.perf_counter()
+        with Store(settings.store.path) as store:
+            if dataset not in store.datasets():
+                _run_ingest(store, settings, dataset, quiet=as_json)
+            proto = protocols.build(store, dataset, protocol, mask)
+        vectors = _item_vectors(settings.knowledge_dir / dataset, proto.full.item_ids)
+        with err.status("benchmark …") as status:
+            result = runner.run(proto, names, grid=grid, item_vectors=vectors,
+                                on_step=lambda msg: status.update(f"benchmark {dataset}: {msg}"))
+        spec = REGISTRY.get(dataset)
+        result["dataset"] = dataset
+        result["published"] = spec.published if spec and spec.published_protocol == proto.name else {}
+        result["seconds"] = round(time.perf_counter() - t0, 1)
+        folder = out_dir or settings.store.path.with_name(settings.store.path.name + ".benchmarks")
+        result["files"] = report.write(result, folder)
+        return result
+
+    result = _guard(body)
+    if as_json:
+        _emit_json(result)
+        return
+    from .evaluation.report import markdown
+
+    out.print(markdown(result))
+    out.print(f"written: {', '.join(result['files'].values())} ({result['seconds']:.0f} s)")
+
+
+def _item_vectors(folder: Path, item_ids: Any) -> Any:
+    """The mined item embeddings aligned to `item_ids`, or None when the dataset was not mined."""
+    import numpy as np
+
+    if not (folder / "item_vectors.npy").is_file():
+        return None
+    vectors = np.load(folder / "item_vectors.npy")
+    index = {i: r for r, i in enumerate(json.loads((folder / "ids.json").read_text())["items"])}
+    rows = [index.get(str(i)) for i in item_ids]
+    out = np.zeros((len(item_ids), vectors.shape[1]), np.float32)
+    for r, src in enumerate(rows):
+        if src is not None:
+            out[r] = vectors[src]
+    return out
+
+
 @contextmanager
 def _step_progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
     """A progress display for named steps: a bar when a step reports totals, a spinner line otherwise."""

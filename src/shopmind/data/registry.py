@@ -45,6 +45,9 @@ class DatasetSpec:
     expected: dict[str, int] = field(default_factory=dict)  # stats as published (see DATASETS.md)
     origin: str = ""
     note: str = ""
+    # Published full-ranking results on exactly these files: model -> metric -> value, and the protocol.
+    published: dict[str, dict[str, float]] = field(default_factory=dict)
+    published_protocol: str = ""
 
 
 def _gh(repo: str, commit: str, path: str) -> str:
@@ -67,7 +70,10 @@ REGISTRY: dict[str, DatasetSpec] = {s.name: s for s in [
             ("user2index", "f0162b1a3a0c6b7e816f86208e7b36f65d6787923126f9558fbc6d368e4c4974"),
         ]),
         expected={"users": 8442, "items": 4385, "interacted_items": 4385, "events": 59427},
-        origin="ysh-1998/CoWPiRec @ db47560 : dataset/Scientific/ (UniSRec data, MIT)"),
+        origin="ysh-1998/CoWPiRec @ db47560 : dataset/Scientific/ (UniSRec data, MIT)",
+        published={"VQ-Rec": {"recall@10": 0.1211, "ndcg@10": 0.0643, "recall@50": 0.2369, "ndcg@50": 0.0897},
+                   "MISSRec": {"recall@10": 0.1360, "ndcg@10": 0.0753, "recall@50": 0.2431, "ndcg@50": 0.0983}},
+        published_protocol="unisrec"),
     DatasetSpec(
         "s3rec-beauty", "s3rec", "Amazon 2014 Beauty 5-core as processed for S3-Rec (sequences in time order)",
         (FileSpec("Beauty.txt", "226cce9c3105299ca0db9615d7d3fb32b3175e90da43100ae352599f0f0107b8",
@@ -75,7 +81,12 @@ REGISTRY: dict[str, DatasetSpec] = {s.name: s for s in [
          FileSpec("Beauty_item2attributes.json", "129e40f67486f6877eff0f5318cfa8530ee8ac23d8b0d1de04e1bb7a2ba0b2d4",
                   _gh(_S3[0], _S3[1], _S3[2] + "Beauty_item2attributes.json"))),
         expected={"users": 22363, "items": 12101, "interacted_items": 12101, "events": 198502},
-        origin="RUCAIBox/CIKM2020-S3Rec @ 2a81540 : data/"),
+        origin="RUCAIBox/CIKM2020-S3Rec @ 2a81540 : data/",
+        # HR@K equals Recall@K with one held-out item per user.
+        published={"PopRec": {"recall@10": 0.0152, "ndcg@10": 0.0068, "recall@20": 0.0217, "ndcg@20": 0.0084},
+                   "SASRec": {"recall@10": 0.0605, "ndcg@10": 0.0318, "recall@20": 0.0902, "ndcg@20": 0.0394},
+                   "S3-Rec": {"recall@10": 0.0647, "ndcg@10": 0.0327, "recall@20": 0.0994, "ndcg@20": 0.0414}},
+        published_protocol="s3rec"),
     DatasetSpec(
         "homedepot", "homedepot", "Home Depot product search relevance: real queries with graded judgments",
         (FileSpec("products.csv", "cfa5bc2a55f1df218608bc89b724df7a11d83447d8c35067dc5a36e8235758df"),

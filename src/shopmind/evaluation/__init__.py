@@ -1,0 +1,1 @@
+"""Evaluation: full-ranking metrics, the published protocols, benchmark runs and reports."""

@@ -1,0 +1,107 @@
+"""Train, select on validation, test once: the benchmark behind `shopmind benchmark`.
+
+Each model gets a small hyper-parameter grid; the setting with the best validation NDCG@10 (model fitted
+on the train part) is refitted on train + valid and tested once. Results: metrics per model, timings,
+beyond-accuracy measures, paired bootstrap intervals against the best baseline.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..models import MODELS, Recommender
+from . import metrics as M
+from .protocols import Cases, Protocol
+
+# Small grids: defaults that work across datasets matter more than per-dataset tuning.
+GRIDS: dict[str, dict[str, list[Any]]] = {
+    "pop": {},
+    "itemknn": {"neighbors": [50, 200], "shrink": [0.0, 10.0], "decay": [1.0, 0.7, 0.4]},
+    "als": {"factors": [64, 128], "regularization": [0.01, 0.1], "alpha": [5.0, 20.0]},
+    "bpr": {"factors": [64, 128], "learning_rate": [0.01, 0.05]},
+}
+StepFn = Callable[[str], None]
+
+
+@dataclass
+class ModelResult:
+    model: str
+    params: dict[str, Any]
+    valid: dict[str, float]
+    test: dict[str, float]
+    seconds: dict[str, float]
+    grid: list[dict[str, Any]] = field(default_factory=list)
+
+
+def evaluate(model: Recommender, cases: Cases, mask_history: bool, batch: int = 1024,
+             ks: tuple[int, ...] = M.KS) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Full ranking of every case's target; returns (metrics, ranks, top-50 lists)."""
+    ranks, tops = [], []
+    for s in range(0, len(cases.targets), batch):
+        hist = cases.histories[s:s + batch]
+        targets = cases.targets[s:s + batch]
+        scores = model.score(hist, cases.users[s:s + batch])
+        masks = [np.setdiff1d(h, [t]) for h, t in zip(hist, targets)] if mask_history else None
+        r, top = M.target_ranks(scores, targets, masks, keep_top=max(ks))
+        ranks.append(r)
+        tops.append(top)
+    all_ranks = np.concatenate(ranks)
+    return M.accuracy(all_ranks, ks), all_ranks, np.vstack(tops)
+
+
+def _grid(name: str, grid: bool) -> list[dict[str, Any]]:
+    space = GRIDS.get(name, {}) if grid else {}
+    keys = list(space)
+    return [dict(zip(keys, values)) for values in itertools.product(*(space[k] for k in keys))] or [{}]
+
+
+def run(protocol: Protocol, models: list[str], grid: bool = True, item_vectors: np.ndarray | None = None,
+        seed: int = 0, on_step: StepFn | None = None) -> dict[str, Any]:
+    on_step = on_step or (lambda msg: None)
+    results: list[ModelResult] = []
+    per_user: dict[str, np.ndarray] = {}
+    extras: dict[str, dict[str, float]] = {}
+    popularity = protocol.full.item_popularity()
+    for name in models:
+        if name not in MODELS:
+            raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+        cls = MODELS[name]
+        trials = []
+        t0 = time.perf_counter()
+        for params in _grid(name, grid):
+            on_step(f"{name} {params or ''} (validation)")
+            model = cls(**params, seed=seed).fit(protocol.train, item_vectors)
+            valid, _, _ = evaluate(model, protocol.valid, protocol.mask_history)
+            trials.append({"params": params, "valid": valid})
+        select_s = time.perf_counter() - t0
+        best = max(trials, key=lambda t: t["valid"]["ndcg@10"])
+        on_step(f"{name} {best['params'] or ''} (refit on train + valid, test)")
+        t1 = time.perf_counter()
+        model = cls(**best["params"], seed=seed).fit(protocol.full, item_vectors)
+        fit_s = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        test, ranks, tops = evaluate(model, protocol.test, protocol.mask_history)
+        eval_s = time.perf_counter() - t2
+        valid = best["valid"]
+        n_items = protocol.full.n_items
+        test.update({"coverage@10": M.coverage(tops, n_items), "novelty@10": M.novelty(tops, popularity, protocol.full.n_users),
+                     "popular_share@10": M.popularity_share(tops, popularity)})
+        if item_vectors is not None and item_vectors.shape[0] == n_items and item_vectors.shape[1] > 1:
+            test["diversity@10"] = M.intra_list_diversity(tops, item_vectors)
+        per_user[name] = M.per_user_ndcg(ranks)
+        results.append(ModelResult(name, best["params"], valid, test,
+                                   {"selection": round(select_s, 2), "fit": round(fit_s, 2), "test": round(eval_s, 2)},
+                                   [{"params": t["params"], "ndcg@10": t["valid"]["ndcg@10"],
+                                     "recall@10": t["valid"]["recall@10"]} for t in trials]))
+    best_base = max(results, key=lambda r: r.valid["ndcg@10"]).model if results else None
+    comparisons = {r.model: M.paired_bootstrap(per_user[r.model], per_user[best_base], seed=seed)
+                   for r in results if best_base and r.model != best_base}
+    return {"protocol": protocol.name, "mask_history": protocol.mask_history,
+            "users": {"valid": len(protocol.valid.targets), "test": len(protocol.test.targets)},
+            "items": protocol.full.n_items, "results": [asdict(r) for r in results],
+            "reference_model": best_base, "paired_ndcg@10_vs_reference": comparisons, **extras}
