@@ -94,5 +94,5 @@ class Recommender(ABC):
         model._restore()
         return model
 
-    def _restore(self) -> None:
+    def _restore(self) -> None:  # noqa: B027 - an optional hook, deliberately empty by default
         """Rebuild derived state after `load` (models whose state is cheap to recompute from the data)."""
