@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_encoders.py
 	$(BIN)/python bench/bench_knowledge.py
+	$(BIN)/python bench/bench_recommenders.py
 
 clean:
 	rm -rf $(VENV) shopmind.duckdb shopmind.duckdb.wal shopmind.rejects .pytest_cache
