@@ -24,6 +24,9 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     "itemknn": {"neighbors": [50, 200], "shrink": [0.0, 10.0], "decay": [1.0, 0.7, 0.4]},
     "als": {"factors": [64, 128], "regularization": [0.01, 0.1], "alpha": [5.0, 20.0]},
     "bpr": {"factors": [64, 128], "learning_rate": [0.01, 0.05]},
+    # Epochs are chosen by early stopping on validation; the refit on train + valid reuses that count.
+    "sasrec": {},
+    "sasrec-id": {},
 }
 StepFn = Callable[[str], None]
 
@@ -75,9 +78,10 @@ def run(protocol: Protocol, models: list[str], grid: bool = True, item_vectors: 
         t0 = time.perf_counter()
         for params in _grid(name, grid):
             on_step(f"{name} {params or ''} (validation)")
-            model = cls(**params, seed=seed).fit(protocol.train, item_vectors)
+            model = cls(**params, seed=seed).fit_validated(protocol.train, item_vectors, protocol.valid.histories,
+                                                            protocol.valid.targets)
             valid, _, _ = evaluate(model, protocol.valid, protocol.mask_history)
-            trials.append({"params": params, "valid": valid})
+            trials.append({"params": {**params, **model.tuned}, "valid": valid})
         select_s = time.perf_counter() - t0
         best = max(trials, key=lambda t: t["valid"]["ndcg@10"])
         on_step(f"{name} {best['params'] or ''} (refit on train + valid, test)")

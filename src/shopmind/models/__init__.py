@@ -4,7 +4,8 @@ from .base import Recommender
 from .factorization import ALS, BPR
 from .itemknn import ItemKNN
 from .popular import MostPopular
+from .sasrec import SASRec, SASRecID
 
-MODELS: dict[str, type[Recommender]] = {m.name: m for m in (MostPopular, ItemKNN, ALS, BPR)}
+MODELS: dict[str, type[Recommender]] = {m.name: m for m in (MostPopular, ItemKNN, ALS, BPR, SASRec, SASRecID)}
 
-__all__ = ["ALS", "BPR", "ItemKNN", "MODELS", "MostPopular", "Recommender"]
+__all__ = ["ALS", "BPR", "ItemKNN", "MODELS", "MostPopular", "Recommender", "SASRec", "SASRecID"]

@@ -36,6 +36,14 @@ class Recommender(ABC):
     def fit(self, data: Interactions, item_features: np.ndarray | None = None) -> "Recommender":
         """Learn from the interactions (and optional item feature rows aligned with data.item_ids)."""
 
+    def fit_validated(self, data: Interactions, item_features: np.ndarray | None,
+                      valid_histories: Sequence[np.ndarray], valid_targets: np.ndarray) -> "Recommender":
+        """Fit with a validation set at hand (for early stopping). Models that tune something this way put it
+        in `self.tuned` (e.g. {"epochs": 23}) so a refit can reuse it; the default simply fits."""
+        return self.fit(data, item_features)
+
+    tuned: dict[str, Any] = {}
+
     @abstractmethod
     def score(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> np.ndarray:
         """Scores (len(histories) x n_items) for users with these histories (user indices when known)."""

@@ -1,0 +1,205 @@
+"""SASRec-class sequential transformer trained with full softmax cross-entropy over all items.
+
+Item representation = ID embedding + a learned projection of the item's LM text embedding (when item
+features are given), shared between the input and the output layer, so an item with no interactions still
+has a usable vector from its text. Causal self-attention over the last `max_len` items; every position
+predicts the next item with a softmax over the whole catalog (no sampled negatives).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+
+from ..data.interactions import Interactions
+from .base import Recommender
+
+
+class SASRec(Recommender):
+    name = "sasrec"
+    supports_cold_items = True
+
+    def __init__(self, dim: int = 64, layers: int = 2, heads: int = 2, max_len: int = 50, dropout: float = 0.2,
+                 epochs: int = 50, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 0.0,
+                 use_text: bool = True, eval_every: int = 2, patience: int = 6, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.eval_every, self.patience = eval_every, patience
+        self.tuned: dict[str, int] = {}
+        self.dim, self.layers, self.heads, self.max_len = dim, layers, heads, max_len
+        self.dropout, self.epochs, self.batch_size, self.lr = dropout, epochs, batch_size, lr
+        self.weight_decay, self.use_text = weight_decay, use_text
+        self.history: list[dict[str, float]] = []
+
+    def _build(self, n_items: int, text: np.ndarray | None):
+        import torch
+        from torch import nn
+
+        dim, max_len, heads, layers, dropout = self.dim, self.max_len, self.heads, self.layers, self.dropout
+
+        class Net(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.items = nn.Embedding(n_items + 1, dim, padding_idx=0)
+                nn.init.normal_(self.items.weight, std=0.02)
+                self.text = None
+                if text is not None:
+                    self.register_buffer("text_vectors", torch.cat([torch.zeros(1, text.shape[1]),
+                                                                    torch.as_tensor(text, dtype=torch.float32)]))
+                    self.text = nn.Linear(text.shape[1], dim)
+                self.pos = nn.Embedding(max_len, dim)
+                layer = nn.TransformerEncoderLayer(dim, heads, dim * 4, dropout, batch_first=True,
+                                                   norm_first=True, activation="gelu")
+                self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+                self.norm = nn.LayerNorm(dim)
+                self.drop = nn.Dropout(dropout)
+
+            def item_table(self) -> torch.Tensor:
+                table = self.items.weight
+                if self.text is not None:
+                    table = table + self.text(self.text_vectors)
+                return table
+
+            def hidden(self, seqs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+                length = seqs.shape[1]
+                # Positions count back from the end, so the latest item always has the same position.
+                pos = self.pos(torch.arange(max_len - length, max_len, device=seqs.device))
+                x = self.drop(table[seqs] * (dim ** 0.5) + pos)
+                # Blocked: future positions and padding keys; every position may always see itself, so no
+                # attention row is empty (an empty row gives NaN, which then leaks through later layers).
+                causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=seqs.device), 1)
+                blocked = (causal[None] | (seqs == 0)[:, None, :]) & ~torch.eye(length, dtype=torch.bool,
+                                                                                  device=seqs.device)[None]
+                mask = torch.zeros(blocked.shape, device=seqs.device).masked_fill(blocked, float("-inf"))
+                return self.norm(self.encoder(x, mask=mask.repeat_interleave(heads, dim=0)))
+
+            def forward(self, seqs: torch.Tensor) -> torch.Tensor:
+                """Logits over all real items (index 0 is padding) for the last position of each row."""
+                table = self.item_table()
+                return self.hidden(seqs, table)[:, -1, :] @ table[1:].T
+
+        return Net()
+
+    def _pad(self, seqs: Sequence[np.ndarray]) -> np.ndarray:
+        """Left-padded (index + 1) arrays of the last max_len items."""
+        out = np.zeros((len(seqs), self.max_len), np.int64)
+        for r, s in enumerate(seqs):
+            s = np.asarray(s[-self.max_len:], np.int64) + 1
+            if len(s):
+                out[r, -len(s):] = s
+        return out
+
+    def fit(self, data: Interactions, item_features: np.ndarray | None = None) -> "SASRec":
+        return self._train(data, item_features, None)
+
+    def fit_validated(self, data: Interactions, item_features: np.ndarray | None,
+                      valid_histories: Sequence[np.ndarray], valid_targets: np.ndarray) -> "SASRec":
+        """Train up to `epochs`, checking NDCG@10 on the validation targets every `eval_every` epochs; keep
+        the best weights and record their epoch count in `tuned` for a refit."""
+        return self._train(data, item_features, (valid_histories, valid_targets))
+
+    def _valid_ndcg(self, histories: Sequence[np.ndarray], targets: np.ndarray) -> float:
+        scores = np.vstack([self.score(histories[i:i + 1024]) for i in range(0, len(histories), 1024)])
+        t = scores[np.arange(len(targets)), targets]
+        ranks = (scores > t[:, None]).sum(1)
+        return float(np.where(ranks < 10, 1 / np.log2(ranks + 2), 0).mean())
+
+    def _train(self, data: Interactions, item_features: np.ndarray | None,
+               valid: tuple[Sequence[np.ndarray], np.ndarray] | None) -> "SASRec":
+        import copy
+
+        import torch
+
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        self.data = data
+        text = item_features if (self.use_text and item_features is not None and item_features.shape[1] > 1) else None
+        self._net = self._build(data.n_items, text)
+        opt = torch.optim.AdamW(self._net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        # Training windows: inputs s[:-1] -> targets s[1:], last max_len + 1 items of each user.
+        seqs = [s[-(self.max_len + 1):] for s in data.sequences if len(s) >= 2]
+        inputs = self._pad([s[:-1] for s in seqs])
+        targets = self._pad([s[1:] for s in seqs]) - 1  # -1 marks padding
+        loss_fn = torch.nn.CrossEntropyLoss()
+        # Batches of similar length, each cut to its longest sequence: most users have a few items, so
+        # padding every batch to max_len would waste most of the work.
+        lengths = np.array([len(s) - 1 for s in seqs])
+        order = np.argsort(lengths, kind="stable")
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        self.history = []
+        best: tuple[float, int, dict | None] = (-1.0, 0, None)
+        for epoch in range(self.epochs):
+            self._net.train()
+            t0, total, n = time.perf_counter(), 0.0, 0
+            for bi in rng.permutation(len(batches)):
+                b = batches[bi]
+                width = int(lengths[b].max())
+                x, y = torch.as_tensor(inputs[b, -width:]), torch.as_tensor(targets[b, -width:])
+                table = self._net.item_table()
+                h = self._net.hidden(x, table)
+                real = y >= 0
+                logits = h[real] @ table[1:].T  # only real positions: full softmax over all items
+                loss = loss_fn(logits, y[real])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total, n = total + loss.item() * int(real.sum()), n + int(real.sum())
+            record = {"epoch": epoch + 1, "loss": total / max(n, 1), "seconds": time.perf_counter() - t0}
+            if valid is not None and ((epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs):
+                self._net.eval()
+                record["valid_ndcg@10"] = self._valid_ndcg(*valid)
+                if record["valid_ndcg@10"] > best[0]:
+                    best = (record["valid_ndcg@10"], epoch + 1, copy.deepcopy(self._net.state_dict()))
+                elif epoch + 1 - best[1] >= self.patience:
+                    self.history.append(record)
+                    break
+            self.history.append(record)
+        if valid is not None and best[2] is not None:
+            self._net.load_state_dict(best[2])
+            self.tuned = {"epochs": best[1]}
+        self._net.eval()
+        return self
+
+    def score(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> np.ndarray:
+        import torch
+
+        padded = self._pad(histories)
+        empty = (padded == 0).all(axis=1)
+        padded[empty, -1] = 1  # a placeholder item keeps attention defined; those rows are zeroed below
+        width = max(1, min(self.max_len, max((len(h) for h in histories), default=1)))
+        with torch.no_grad():
+            out = self._net(torch.as_tensor(padded[:, -width:])).numpy().astype(np.float32)
+        out[empty] = 0.0
+        return out
+
+    def save(self, path):  # type: ignore[override]
+        import torch
+        from pathlib import Path
+
+        super().save(path)
+        torch.save(self._net.state_dict(), Path(path) / "net.pt")
+
+    @classmethod
+    def load(cls, path):  # type: ignore[override]
+        import torch
+        from pathlib import Path
+
+        model = super().load(path)
+        state = torch.load(Path(path) / "net.pt", weights_only=True)  # tensors only: no code runs on load
+        text = state["text_vectors"][1:].numpy() if "text_vectors" in state else None
+        model._net = model._build(model._require_data().n_items, text)
+        model._net.load_state_dict(state)
+        model._net.eval()
+        return model
+
+
+class SASRecID(SASRec):
+    """The same transformer with ID embeddings only (no LM text): the baseline for the text's effect."""
+
+    name = "sasrec-id"
+    supports_cold_items = False
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("use_text", False)
+        super().__init__(**kwargs)  # type: ignore[arg-type]
