@@ -453,7 +453,9 @@ def benchmark(
             if dataset not in store.datasets():
                 _run_ingest(store, settings, dataset, quiet=as_json)
             proto = protocols.build(store, dataset, protocol, mask)
-        vectors = _item_vectors(settings.knowledge_dir / dataset, proto.full.item_ids)
+        from .knowledge.mine import item_vectors_for
+
+        vectors = item_vectors_for(settings.knowledge_dir / dataset, proto.full.item_ids)
         with err.status("benchmark …") as status:
             result = runner.run(proto, names, grid=grid, item_vectors=vectors,
                                 on_step=lambda msg: status.update(f"benchmark {dataset}: {msg}"))
@@ -473,22 +475,6 @@ def benchmark(
 
     out.print(markdown(result))
     out.print(f"written: {', '.join(result['files'].values())} ({result['seconds']:.0f} s)")
-
-
-def _item_vectors(folder: Path, item_ids: Any) -> Any:
-    """The mined item embeddings aligned to `item_ids`, or None when the dataset was not mined."""
-    import numpy as np
-
-    if not (folder / "item_vectors.npy").is_file():
-        return None
-    vectors = np.load(folder / "item_vectors.npy")
-    index = {i: r for r, i in enumerate(json.loads((folder / "ids.json").read_text())["items"])}
-    rows = [index.get(str(i)) for i in item_ids]
-    out = np.zeros((len(item_ids), vectors.shape[1]), np.float32)
-    for r, src in enumerate(rows):
-        if src is not None:
-            out[r] = vectors[src]
-    return out
 
 
 @contextmanager

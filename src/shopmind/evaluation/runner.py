@@ -27,6 +27,7 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     # Epochs are chosen by early stopping on validation; the refit on train + valid reuses that count.
     "sasrec": {},
     "sasrec-id": {},
+    "hybrid": {},  # its blend weight is chosen on validation inside fit_validated
 }
 StepFn = Callable[[str], None]
 

@@ -312,3 +312,18 @@ class Miner:
                         "neighbours": [{"item_id": records[j]["item_id"], "title": title(records[j]),
                                         "similarity": round(float(vectors[j] @ vectors[i]), 3)} for j in order]})
         return out
+
+
+def item_vectors_for(folder: Path, item_ids: Any) -> np.ndarray | None:
+    """The mined item embeddings in `folder` aligned to `item_ids` (zero rows for items without one), or
+    None when the dataset was not mined."""
+    if not (folder / "item_vectors.npy").is_file():
+        return None
+    vectors = np.load(folder / "item_vectors.npy")
+    index = {i: r for r, i in enumerate(json.loads((folder / "ids.json").read_text())["items"])}
+    out = np.zeros((len(item_ids), vectors.shape[1]), np.float32)
+    for r, item in enumerate(item_ids):
+        src = index.get(str(item))
+        if src is not None:
+            out[r] = vectors[src]
+    return out
