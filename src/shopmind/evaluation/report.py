@@ -30,6 +30,10 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", f"Paired bootstrap of NDCG@10 against {result['reference_model']} (same users, 95 % interval):",
                   "", "| model | difference | interval |", "|---|---|---|"]
         lines += [f"| {m} | {c['diff']:+.4f} | [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] |" for m, c in comps.items()]
+    text = result.get("text_vs_id_ndcg@10")
+    if text:
+        lines += ["", f"LM text vs ID only (sasrec − sasrec-id), NDCG@10: {text['diff']:+.4f} "
+                      f"[{text['ci_low']:+.4f}, {text['ci_high']:+.4f}]"]
     return "\n".join(lines) + "\n"
 
 

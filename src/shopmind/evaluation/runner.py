@@ -106,6 +106,9 @@ def run(protocol: Protocol, models: list[str], grid: bool = True, item_vectors: 
     best_base = max(results, key=lambda r: r.valid["ndcg@10"]).model if results else None
     comparisons = {r.model: M.paired_bootstrap(per_user[r.model], per_user[best_base], seed=seed)
                    for r in results if best_base and r.model != best_base}
+    # The LM text's own effect: the same transformer with and without it, on the same users.
+    if "sasrec" in per_user and "sasrec-id" in per_user:
+        extras["text_vs_id_ndcg@10"] = M.paired_bootstrap(per_user["sasrec"], per_user["sasrec-id"], seed=seed)
     return {"protocol": protocol.name, "mask_history": protocol.mask_history,
             "users": {"valid": len(protocol.valid.targets), "test": len(protocol.test.targets)},
             "items": protocol.full.n_items, "results": [asdict(r) for r in results],
