@@ -54,7 +54,7 @@ class Meter:
     done: int = 0
     _base: int = field(default=0, repr=False)
 
-    def start_file(self, size: int) -> None:
+    def start_file(self) -> None:
         self._base = self.done
 
     def at(self, pos: int) -> None:
@@ -92,7 +92,7 @@ def iter_lines(path: Path, encoding: str = "utf-8", meter: Meter | None = None) 
     raw.seek(0)
     stream: IO[bytes] = gzip.GzipFile(fileobj=raw) if gz else raw
     if meter is not None:
-        meter.start_file(path.stat().st_size)
+        meter.start_file()
     n = 0
     try:
         while True:
@@ -215,7 +215,7 @@ def iter_parquet(path: Path, meter: Meter | None = None,
     size = path.stat().st_size
     rows_total = max(pf.metadata.num_rows, 1)
     if meter is not None:
-        meter.start_file(size)
+        meter.start_file()
     n = 0
     try:
         for batch in pf.iter_batches(batch_size=batch_size):

@@ -55,8 +55,8 @@ class ALS(Recommender):
         for r, h in enumerate(histories):
             if not len(h):
                 continue
-            items, counts = np.unique(h, return_counts=True)
-            conf = self.alpha * np.ones(len(items))  # binary matrix in fit: confidence alpha per item
+            items = np.unique(h)  # fit uses the binary matrix, so repeats add nothing
+            conf = self.alpha * np.ones(len(items))
             yi = y[items].astype(np.float64)
             a = yty + (yi.T * conf) @ yi + reg
             b = (yi.T * (1 + conf)).sum(axis=1)

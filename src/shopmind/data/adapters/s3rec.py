@@ -61,7 +61,7 @@ class S3RecAdapter(Adapter):
             return
         finally:
             if meter is not None:
-                meter.start_file(0)
+                meter.start_file()
                 meter.at(self.attr_file.stat().st_size)
         if not isinstance(data, dict):
             yield Reject(name, 1, "expected a JSON object mapping item -> attribute ids")
