@@ -36,7 +36,8 @@ def _log(dataset: str):
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", default=["amazon-scientific", "s3rec-beauty"])
-    p.add_argument("--models", nargs="+", default=["pop", "itemknn", "als", "bpr", "sasrec", "sasrec-id", "hybrid"])
+    p.add_argument("--models", nargs="+", default=["pop", "pop-cat", "itemknn", "als", "bpr", "lightgcn",
+                                                      "twotower", "twotower-id", "sasrec", "sasrec-id", "hybrid"])
     args = p.parse_args(argv)
     data_dir = require_data_dir()
     command = command_line("bench_recommenders.py", argv)
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                 # LM item embeddings for the text-enhanced models (mined with the default encoder).
                 Miner(store, settings.knowledge, settings.knowledge_dir, onnx_dir=settings.onnx_dir).run(dataset)
             vectors = item_vectors_for(settings.knowledge_dir / dataset, proto.full.item_ids)
-            result = runner.run(proto, args.models, item_vectors=vectors, on_step=_log(dataset))
+            result = runner.run(proto, args.models, item_vectors=vectors, on_step=_log(dataset),
+                                log_dir=RESULTS / "runs" / dataset)
             spec = REGISTRY[dataset]
             result.update(dataset=dataset, published=spec.published if spec.published_protocol == proto.name else {},
                           seconds=round(time.perf_counter() - t0, 1), machine=machine(), command=command,

@@ -37,6 +37,13 @@ def demo_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     return payload
 
 
+@pytest.fixture(scope="session")
+def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ONNX build folder per test session (exporting the model takes seconds)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return tmp_path_factory.mktemp("onnx")
+
+
 @pytest.fixture
 def settings_for(tmp_path: Path):
     """Settings with a temporary store and rejects dir (and the real data dir when set)."""

@@ -439,9 +439,13 @@ def benchmark(
     grid: bool = typer.Option(True, "--grid/--no-grid", help="Select hyper-parameters on validation."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for the markdown, JSON and plot "
                                            "(default: <store>.benchmarks)."),
+    cold_share: float = typer.Option(0.1, "--cold-share", min=0.0, max=0.5,
+                                     help="Share of items made cold for the cold-item experiment (0: off)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Train recommenders, select on validation, test once with full ranking; write table, JSON and plot."""
+    """Train recommenders, select on validation, test once with full ranking; write table, JSON and plot.
+
+    TensorBoard logs of every neural training run go to <out>/runs (`tensorboard --logdir <out>/runs`)."""
 
     def body() -> dict[str, Any]:
         from .evaluation import protocols, report, runner
@@ -456,14 +460,15 @@ def benchmark(
         from .knowledge.mine import item_vectors_for
 
         vectors = item_vectors_for(settings.knowledge_dir / dataset, proto.full.item_ids)
+        folder = out_dir or settings.store.path.with_name(settings.store.path.name + ".benchmarks")
         with err.status("benchmark …") as status:
-            result = runner.run(proto, names, grid=grid, item_vectors=vectors,
+            result = runner.run(proto, names, grid=grid, item_vectors=vectors, log_dir=folder / "runs" / dataset,
+                                cold_share=cold_share,
                                 on_step=lambda msg: status.update(f"benchmark {dataset}: {msg}"))
         spec = REGISTRY.get(dataset)
         result["dataset"] = dataset
         result["published"] = spec.published if spec and spec.published_protocol == proto.name else {}
         result["seconds"] = round(time.perf_counter() - t0, 1)
-        folder = out_dir or settings.store.path.with_name(settings.store.path.name + ".benchmarks")
         result["files"] = report.write(result, folder)
         return result
 

@@ -1,4 +1,4 @@
-"""Knowledge fixtures: one ONNX build folder per test session (exporting the model takes seconds)."""
+"""Knowledge fixtures: the Scientific item texts."""
 
 from __future__ import annotations
 
@@ -8,11 +8,6 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-@pytest.fixture(scope="session")
-def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("onnx")
 
 
 @pytest.fixture(scope="session")

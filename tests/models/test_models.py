@@ -92,3 +92,82 @@ def test_sasrec_learns_order_and_scores_cold_items() -> None:
         assert m.recommend([prev], k=1, exclude_seen=False)[0][0] in (nxt, "f" if nxt == "c" else nxt)
     assert np.isfinite(m.score([np.array([data.item_index("b")])])[0][data.item_index("f")])  # cold item scored
     assert not np.isnan(m.score([np.array([], np.int64)])).any()
+
+
+def _cycle_data() -> Interactions:
+    cycle = ["a", "b", "c", "d", "e"]
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(60):
+        start = int(rng.integers(0, 5))
+        rows += [(f"u{u}", cycle[(start + i) % 5], i) for i in range(6)]
+    return Interactions.from_frame(pd.DataFrame(rows, columns=["user_id", "item_id", "seq"]), items=cycle + ["f"])
+
+
+@pytest.mark.parametrize("full_softmax_items", [100_000, 1])  # full softmax, then in-batch sampled + logQ
+def test_twotower_learns_next_item_and_serves_cold_items_and_users(full_softmax_items: int) -> None:
+    from shopmind.models import TwoTower
+
+    data = _cycle_data()
+    text = np.eye(6, dtype=np.float32)
+    text[data.item_index("f")] = text[data.item_index("c")]  # the never-seen "f" reads like "c"
+    m = TwoTower(dim=16, epochs=80, batch_size=32, lr=1e-2, dropout=0.0, weight_decay=0.0,
+                 full_softmax_items=full_softmax_items, seed=0).fit(data, text)
+    assert m.history[-1]["loss"] < m.history[0]["loss"]
+    cycle = ["a", "b", "c", "d", "e"]
+    hits = sum(m.recommend([p], k=2, exclude_seen=False)[0][0] in (n, "f" if n == "c" else n)
+               for p, n in zip(cycle, cycle[1:] + cycle[:1]))
+    assert hits >= 4
+    s = m.score([np.array([data.item_index("b")])])[0]
+    assert s[data.item_index("f")] > np.median(s)  # the cold item is scored through its text
+    cold_user = m.score([np.array([], np.int64)])[0]
+    assert np.isfinite(cold_user).all() and cold_user[data.item_index("f")] < cold_user.max()
+
+
+def test_twotower_id_cannot_score_cold_items_by_text() -> None:
+    from shopmind.models import TwoTower, TwoTowerID
+
+    assert TwoTower.supports_cold_items and not TwoTowerID.supports_cold_items
+    assert TwoTowerID().use_text is False
+
+
+def test_lightgcn_learns_groups_and_folds_in_histories(data: Interactions) -> None:
+    from shopmind.models import LightGCN
+
+    m = LightGCN(dim=16, epochs=60, batch_size=8, lr=0.05, seed=0).fit(data)
+    assert m.history[-1]["loss"] < m.history[0]["loss"]
+    assert {i for i, _ in m.recommend(["x", "y"], k=1, user="u5")} == {"z"}
+    assert {i for i, _ in m.recommend(["x", "y"], k=1)} == {"z"}  # unknown user: fold-in of the history
+
+
+def test_popular_in_category_prefers_the_users_groups(data: Interactions) -> None:
+    from shopmind.models import PopularInCategory
+
+    data.with_groups([["g1"], ["g1"], ["g1"], ["g1"], ["g2"], ["g2"], ["g2"]])
+    m = PopularInCategory().fit(data)
+    assert [i for i, _ in m.recommend(["x"], k=2)] == ["y", "z"]  # g2 first, by popularity inside g2
+    assert [i for i, _ in m.recommend(["a"], k=2)] == ["b", "c"]  # g1, ties in catalog order
+    assert [i for i, _ in m.recommend([], k=1)] == ["a"]  # no history: global popularity
+
+
+def test_training_writes_tensorboard_logs(data: Interactions, tmp_path: Path) -> None:
+    from shopmind.models import TwoTower
+
+    TwoTower(dim=8, epochs=3, log_dir=str(tmp_path)).fit_validated(data, None, [data.sequences[0][:-1]],
+                                                                    np.array([data.sequences[0][-1]]))
+    runs = list(tmp_path.iterdir())
+    assert len(runs) == 1 and any(f.name.startswith("events.out.tfevents") for f in runs[0].iterdir())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(runs[0]))
+    acc.Reload()
+    assert {"loss", "valid_ndcg@10"} <= set(acc.Tags()["scalars"]) and len(acc.Scalars("loss")) == 3
+
+
+def test_hybrid_weights_come_from_the_simplex(data: Interactions) -> None:
+    from shopmind.models import Hybrid
+    from shopmind.models.hybrid import simplex
+
+    assert len(simplex(3)) == 66 and all(abs(sum(w) - 1) < 1e-9 for w in simplex(3))
+    m = Hybrid(sasrec_epochs=4, twotower_epochs=4).fit_validated(data, None, [np.array([0])], np.array([1]))
+    assert abs(sum(m.weights) - 1) < 1e-9 and m.tuned["w_itemknn"] == m.w_itemknn

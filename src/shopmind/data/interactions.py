@@ -21,6 +21,7 @@ class Interactions:
     user_ids: np.ndarray
     item_ids: np.ndarray
     sequences: list[np.ndarray]  # per user index: item indices, oldest first
+    item_groups: sp.csr_matrix | None = None  # items x groups (categories, genres, attributes), 1 = member
     _user_index: dict[str, int] = field(default_factory=dict, repr=False)
     _item_index: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -54,6 +55,16 @@ class Interactions:
     def item_popularity(self) -> np.ndarray:
         return np.bincount(np.concatenate(self.sequences), minlength=self.n_items).astype(np.float64) \
             if self.sequences else np.zeros(self.n_items)
+
+    def with_groups(self, labels: Sequence[Sequence[str]]) -> "Interactions":
+        """Attach item groups: `labels[i]` are the group names of item i (e.g. its categories)."""
+        names = sorted({g for gs in labels for g in gs})
+        index = {g: j for j, g in enumerate(names)}
+        rows = np.repeat(np.arange(len(labels)), [len(set(gs)) for gs in labels])
+        cols = np.array([index[g] for gs in labels for g in dict.fromkeys(gs)], np.int64)
+        self.item_groups = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)),
+                                         shape=(self.n_items, max(len(names), 1)))
+        return self
 
     @classmethod
     def from_frame(cls, events: pd.DataFrame, items: Iterable[str] = (), order: Sequence[str] = ("seq",)

@@ -45,6 +45,26 @@ PROTOCOLS = {
 DEFAULT_PROTOCOL = {"amazon-scientific": "unisrec", "s3rec-beauty": "s3rec"}
 
 
+def item_group_labels(store: Store, dataset: str, item_ids: np.ndarray) -> list[list[str]]:
+    """Each item's groups for per-category models: its category path, else the category text of UniSRec
+    files, else S3-Rec attribute ids, else MovieLens genres; [] when the catalog has none of these."""
+    rows = store.con.execute(
+        "SELECT item_id, categories, json_extract_string(text_fields, '$.category_text'), "
+        "json_extract_string(attributes, '$.attribute_ids'), json_extract_string(attributes, '$.genres') "
+        "FROM items WHERE dataset = ?", [dataset]).fetchall()
+    labels: dict[str, list[str]] = {}
+    for item, cats, cat_text, attr_ids, genres in rows:
+        if cats:
+            labels[item] = [" > ".join(cats)]
+        elif cat_text:
+            labels[item] = [cat_text]
+        elif attr_ids:
+            labels[item] = [f"attr:{a}" for a in attr_ids.split()]
+        elif genres:
+            labels[item] = [f"genre:{g}" for g in genres.split("|") if g]
+    return [labels.get(str(i), []) for i in item_ids]
+
+
 def build(store: Store, dataset: str, protocol: str | None = None, mask_history: bool | None = None) -> Protocol:
     name = protocol or DEFAULT_PROTOCOL.get(dataset, "s3rec")
     split_fn, mask = PROTOCOLS[name]
@@ -55,6 +75,9 @@ def build(store: Store, dataset: str, protocol: str | None = None, mask_history:
     train = Interactions.from_frame(df[df["split"] == "train"], catalog, order)
     full = Interactions.from_frame(df[df["split"] != "test"], catalog, order)
     assert list(train.item_ids) == list(full.item_ids), "item index must not depend on the split"
+    groups = item_group_labels(store, dataset, full.item_ids)
+    train.with_groups(groups)
+    full.with_groups(groups)
 
     def cases(part: str, base: Interactions) -> Cases:
         rows = df[df["split"] == part]
@@ -66,3 +89,19 @@ def build(store: Store, dataset: str, protocol: str | None = None, mask_history:
 
     return Protocol(f"{name}{'' if mask == PROTOCOLS[name][1] else ('+mask' if mask else '-mask')}", mask,
                     train, cases("valid", train), full, cases("test", full))
+
+
+def cold_items(protocol: Protocol, share: float = 0.1, seed: int = 0) -> tuple[Interactions, Cases, np.ndarray]:
+    """A cold-item experiment on the test part: a seeded `share` of the items with interactions lose all of
+    them (removed from every training sequence and history, kept in the catalog with their text), and the
+    cases are the test users whose target is one of those items. Returns (training data, cases, cold items)."""
+    full = protocol.full
+    seen = np.flatnonzero(full.item_popularity() > 0)
+    cold = np.sort(np.random.default_rng(seed).choice(seen, max(1, int(share * len(seen))), replace=False))
+    is_cold = np.zeros(full.n_items, bool)
+    is_cold[cold] = True
+    seqs = [s[~is_cold[s]] for s in full.sequences]
+    reduced = Interactions(full.user_ids, full.item_ids, seqs, item_groups=full.item_groups)
+    keep = is_cold[protocol.test.targets]
+    users = protocol.test.users[keep]
+    return reduced, Cases(users, [seqs[u] for u in users], protocol.test.targets[keep]), cold

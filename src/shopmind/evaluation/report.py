@@ -30,11 +30,38 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", f"Paired bootstrap of NDCG@10 against {result['reference_model']} (same users, 95 % interval):",
                   "", "| model | difference | interval |", "|---|---|---|"]
         lines += [f"| {m} | {c['diff']:+.4f} | [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] |" for m, c in comps.items()]
-    text = result.get("text_vs_id_ndcg@10")
-    if text:
-        lines += ["", f"LM text vs ID only (sasrec − sasrec-id), NDCG@10: {text['diff']:+.4f} "
-                      f"[{text['ci_low']:+.4f}, {text['ci_high']:+.4f}]"]
+    lines += _text_and_cold(result)
     return "\n".join(lines) + "\n"
+
+
+def _text_and_cold(result: dict[str, Any]) -> list[str]:
+    """The LM text's effect (paired, all users and cold items) and the long-tail / cold-item slices."""
+    lines: list[str] = []
+    cold = result.get("cold_items") or {}
+    text = result.get("text_vs_id_ndcg@10") or {}
+    if isinstance(text, dict) and "diff" in text:  # results written before the per-model form
+        text = {"sasrec": text}
+    if text:
+        lines += ["", "LM text vs the same model with ID embeddings only, NDCG@10 difference (95 % interval):", "",
+                  "| model | all test users | cold-item cases |", "|---|---|---|"]
+        for m, c in text.items():
+            cc = cold.get("text_vs_id_ndcg@10", {}).get(m)
+            lines.append(f"| {m} − {m}-id | {c['diff']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | " +
+                         (f"{cc['diff']:+.4f} [{cc['ci_low']:+.4f}, {cc['ci_high']:+.4f}]" if cc else "–") + " |")
+    tail_n = result.get("users", {}).get("test_tail")
+    if tail_n or cold:
+        lines += ["", f"Long tail: the {tail_n or 0:,} test users whose target has at most 5 training interactions. "
+                  f"Cold items: {cold.get('items', 0):,} items ({cold.get('share', 0):.0%} of those with interactions) "
+                  f"lose all their interactions; the {cold.get('cases', 0):,} test users whose target is one of them "
+                  "are ranked by models refitted without them.", "",
+                  "| model | tail recall@10 | tail ndcg@10 | cold recall@10 | cold ndcg@10 | cold recall@50 |",
+                  "|---|---|---|---|---|---|"]
+        for r in result["results"]:
+            c = cold.get("models", {}).get(r["model"], {})
+            cells = [r["test"].get("tail_recall@10"), r["test"].get("tail_ndcg@10"), c.get("recall@10"),
+                     c.get("ndcg@10"), c.get("recall@50")]
+            lines.append(f"| {r['model']} | " + " | ".join("–" if v is None else f"{v:.4f}" for v in cells) + " |")
+    return lines
 
 
 def plot(result: dict[str, Any], path: Path, metric: str = "ndcg@10") -> None:

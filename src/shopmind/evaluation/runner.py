@@ -2,13 +2,17 @@
 
 Each model gets a small hyper-parameter grid; the setting with the best validation NDCG@10 (model fitted
 on the train part) is refitted on train + valid and tested once. Results: metrics per model, timings,
-beyond-accuracy measures, paired bootstrap intervals against the best baseline.
+beyond-accuracy measures, a long-tail slice (targets with at most TAIL training interactions), paired
+bootstrap intervals against the best model, the text-vs-ID comparison of the neural models, and a
+cold-item experiment (a share of items loses all its interactions; their test users are ranked again).
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -16,19 +20,25 @@ import numpy as np
 
 from ..models import MODELS, Recommender
 from . import metrics as M
-from .protocols import Cases, Protocol
+from .protocols import Cases, Protocol, cold_items
 
 # Small grids: defaults that work across datasets matter more than per-dataset tuning.
 GRIDS: dict[str, dict[str, list[Any]]] = {
     "pop": {},
+    "pop-cat": {"decay": [1.0, 0.8, 0.5]},
     "itemknn": {"neighbors": [50, 200], "shrink": [0.0, 10.0], "decay": [1.0, 0.7, 0.4]},
     "als": {"factors": [64, 128], "regularization": [0.01, 0.1], "alpha": [5.0, 20.0]},
     "bpr": {"factors": [64, 128], "learning_rate": [0.01, 0.05]},
     # Epochs are chosen by early stopping on validation; the refit on train + valid reuses that count.
+    "lightgcn": {},
+    "twotower": {},
+    "twotower-id": {},
     "sasrec": {},
     "sasrec-id": {},
-    "hybrid": {},  # its blend weight is chosen on validation inside fit_validated
+    "hybrid": {},  # its blend weights are chosen on validation inside fit_validated
 }
+TEXT_PAIRS = {"sasrec": "sasrec-id", "twotower": "twotower-id"}  # text-enhanced model -> its ID-only twin
+TAIL = 5  # long-tail slice: test targets with at most this many training interactions
 StepFn = Callable[[str], None]
 
 
@@ -64,13 +74,31 @@ def _grid(name: str, grid: bool) -> list[dict[str, Any]]:
     return [dict(zip(keys, values)) for values in itertools.product(*(space[k] for k in keys))] or [{}]
 
 
+def _make(cls: type[Recommender], params: dict[str, Any], seed: int, log_dir: Path | None) -> Recommender:
+    if log_dir is not None and "log_dir" in inspect.signature(cls).parameters:
+        return cls(**params, seed=seed, log_dir=str(log_dir / cls.name))
+    return cls(**params, seed=seed)
+
+
+def default_cold_models(models: list[str]) -> list[str]:
+    """Models that declare cold-item support, their ID-only twins, and item-KNN as a reference."""
+    twins = {TEXT_PAIRS[m] for m in models if m in TEXT_PAIRS}
+    return [m for m in models if MODELS[m].supports_cold_items or m in twins or m == "itemknn"]
+
+
 def run(protocol: Protocol, models: list[str], grid: bool = True, item_vectors: np.ndarray | None = None,
-        seed: int = 0, on_step: StepFn | None = None) -> dict[str, Any]:
+        seed: int = 0, on_step: StepFn | None = None, log_dir: str | Path | None = None,
+        cold_share: float = 0.1, cold_models: list[str] | None = None) -> dict[str, Any]:
+    """Benchmark `models` on `protocol`. log_dir: TensorBoard logs of every training run (one folder per
+    model). cold_share: share of items made cold for the cold-item experiment (0 turns it off)."""
     on_step = on_step or (lambda msg: None)
+    logs = Path(log_dir) if log_dir else None
     results: list[ModelResult] = []
     per_user: dict[str, np.ndarray] = {}
     extras: dict[str, dict[str, float]] = {}
     popularity = protocol.full.item_popularity()
+    tail = popularity[protocol.test.targets] <= TAIL
+    best_params: dict[str, dict[str, Any]] = {}
     for name in models:
         if name not in MODELS:
             raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
@@ -79,15 +107,16 @@ def run(protocol: Protocol, models: list[str], grid: bool = True, item_vectors: 
         t0 = time.perf_counter()
         for params in _grid(name, grid):
             on_step(f"{name} {params or ''} (validation)")
-            model = cls(**params, seed=seed).fit_validated(protocol.train, item_vectors, protocol.valid.histories,
-                                                            protocol.valid.targets)
+            model = _make(cls, params, seed, logs).fit_validated(protocol.train, item_vectors, protocol.valid.histories,
+                                                            protocol.valid.targets, protocol.valid.users)
             valid, _, _ = evaluate(model, protocol.valid, protocol.mask_history)
             trials.append({"params": {**params, **model.tuned}, "valid": valid})
         select_s = time.perf_counter() - t0
         best = max(trials, key=lambda t: t["valid"]["ndcg@10"])
         on_step(f"{name} {best['params'] or ''} (refit on train + valid, test)")
         t1 = time.perf_counter()
-        model = cls(**best["params"], seed=seed).fit(protocol.full, item_vectors)
+        best_params[name] = best["params"]
+        model = _make(cls, best["params"], seed, logs).fit(protocol.full, item_vectors)
         fit_s = time.perf_counter() - t1
         t2 = time.perf_counter()
         test, ranks, tops = evaluate(model, protocol.test, protocol.mask_history)
@@ -96,6 +125,8 @@ def run(protocol: Protocol, models: list[str], grid: bool = True, item_vectors: 
         n_items = protocol.full.n_items
         test.update({"coverage@10": M.coverage(tops, n_items), "novelty@10": M.novelty(tops, popularity, protocol.full.n_users),
                      "popular_share@10": M.popularity_share(tops, popularity)})
+        if tail.any():
+            test.update({f"tail_{k}": v for k, v in M.accuracy(ranks[tail], (10, 50)).items() if k != "mrr"})
         if item_vectors is not None and item_vectors.shape[0] == n_items and item_vectors.shape[1] > 1:
             test["diversity@10"] = M.intra_list_diversity(tops, item_vectors)
         per_user[name] = M.per_user_ndcg(ranks)
@@ -106,10 +137,35 @@ def run(protocol: Protocol, models: list[str], grid: bool = True, item_vectors: 
     best_base = max(results, key=lambda r: r.valid["ndcg@10"]).model if results else None
     comparisons = {r.model: M.paired_bootstrap(per_user[r.model], per_user[best_base], seed=seed)
                    for r in results if best_base and r.model != best_base}
-    # The LM text's own effect: the same transformer with and without it, on the same users.
-    if "sasrec" in per_user and "sasrec-id" in per_user:
-        extras["text_vs_id_ndcg@10"] = M.paired_bootstrap(per_user["sasrec"], per_user["sasrec-id"], seed=seed)
+    # The LM text's own effect: the same model with and without it, on the same users.
+    text = {m: M.paired_bootstrap(per_user[m], per_user[twin], seed=seed)
+            for m, twin in TEXT_PAIRS.items() if m in per_user and twin in per_user}
+    if text:
+        extras["text_vs_id_ndcg@10"] = text
+    cold_list = default_cold_models(models) if cold_models is None else [m for m in cold_models if m in best_params]
+    if cold_share > 0 and cold_list:
+        extras["cold_items"] = _cold_experiment(protocol, cold_list, best_params, item_vectors, seed, cold_share, on_step)
     return {"protocol": protocol.name, "mask_history": protocol.mask_history,
-            "users": {"valid": len(protocol.valid.targets), "test": len(protocol.test.targets)},
+            "users": {"valid": len(protocol.valid.targets), "test": len(protocol.test.targets),
+                      "test_tail": int(tail.sum())},
             "items": protocol.full.n_items, "results": [asdict(r) for r in results],
             "reference_model": best_base, "paired_ndcg@10_vs_reference": comparisons, **extras}
+
+
+def _cold_experiment(protocol: Protocol, models: list[str], params: dict[str, dict[str, Any]],
+                     item_vectors: np.ndarray | None, seed: int, share: float, on_step: StepFn) -> dict[str, Any]:
+    """Refit each model (its selected parameters) without the cold items' interactions; rank their targets."""
+    data, cases, cold = cold_items(protocol, share, seed)
+    out: dict[str, Any] = {"share": share, "items": int(len(cold)), "cases": int(len(cases.targets)), "models": {}}
+    per_user: dict[str, np.ndarray] = {}
+    for name in models:
+        on_step(f"{name} (cold-item experiment, {len(cold)} items made cold)")
+        t0 = time.perf_counter()
+        model = MODELS[name](**params[name], seed=seed).fit(data, item_vectors)
+        metrics, ranks, _ = evaluate(model, cases, protocol.mask_history, ks=(10, 50))
+        per_user[name] = M.per_user_ndcg(ranks)
+        out["models"][name] = {**{k: v for k, v in metrics.items() if k != "mrr"},
+                               "fit_s": round(time.perf_counter() - t0, 2)}
+    out["text_vs_id_ndcg@10"] = {m: M.paired_bootstrap(per_user[m], per_user[t], seed=seed)
+                                 for m, t in TEXT_PAIRS.items() if m in per_user and t in per_user}
+    return out

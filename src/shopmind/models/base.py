@@ -37,9 +37,11 @@ class Recommender(ABC):
         """Learn from the interactions (and optional item feature rows aligned with data.item_ids)."""
 
     def fit_validated(self, data: Interactions, item_features: np.ndarray | None,
-                      valid_histories: Sequence[np.ndarray], valid_targets: np.ndarray) -> "Recommender":
+                      valid_histories: Sequence[np.ndarray], valid_targets: np.ndarray,
+                      valid_users: np.ndarray | None = None) -> "Recommender":
         """Fit with a validation set at hand (for early stopping). Models that tune something this way put it
-        in `self.tuned` (e.g. {"epochs": 23}) so a refit can reuse it; the default simply fits."""
+        in `self.tuned` (e.g. {"epochs": 23}) so a refit can reuse it; the default simply fits.
+        `valid_users`: the cases' user indices in `data`, for models that score known users by index."""
         return self.fit(data, item_features)
 
     tuned: dict[str, Any] = {}

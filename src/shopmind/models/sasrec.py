@@ -15,6 +15,7 @@ import numpy as np
 
 from ..data.interactions import Interactions
 from .base import Recommender
+from .training import EarlyStopping, Tracker, ndcg_at_10, valid_sample
 
 
 class SASRec(Recommender):
@@ -23,9 +24,10 @@ class SASRec(Recommender):
 
     def __init__(self, dim: int = 64, layers: int = 2, heads: int = 2, max_len: int = 50, dropout: float = 0.2,
                  epochs: int = 50, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 0.0,
-                 use_text: bool = True, eval_every: int = 2, patience: int = 6, seed: int = 0) -> None:
+                 use_text: bool = True, eval_every: int = 2, patience: int = 6, valid_max: int = 5000,
+                 log_dir: str | None = None, seed: int = 0) -> None:
         super().__init__(seed)
-        self.eval_every, self.patience = eval_every, patience
+        self.eval_every, self.patience, self.valid_max, self.log_dir = eval_every, patience, valid_max, log_dir
         self.tuned: dict[str, int] = {}
         self.dim, self.layers, self.heads, self.max_len = dim, layers, heads, max_len
         self.dropout, self.epochs, self.batch_size, self.lr = dropout, epochs, batch_size, lr
@@ -94,21 +96,14 @@ class SASRec(Recommender):
         return self._train(data, item_features, None)
 
     def fit_validated(self, data: Interactions, item_features: np.ndarray | None,
-                      valid_histories: Sequence[np.ndarray], valid_targets: np.ndarray) -> "SASRec":
+                      valid_histories: Sequence[np.ndarray], valid_targets: np.ndarray,
+                      valid_users: np.ndarray | None = None) -> "SASRec":
         """Train up to `epochs`, checking NDCG@10 on the validation targets every `eval_every` epochs; keep
         the best weights and record their epoch count in `tuned` for a refit."""
         return self._train(data, item_features, (valid_histories, valid_targets))
 
-    def _valid_ndcg(self, histories: Sequence[np.ndarray], targets: np.ndarray) -> float:
-        scores = np.vstack([self.score(histories[i:i + 1024]) for i in range(0, len(histories), 1024)])
-        t = scores[np.arange(len(targets)), targets]
-        ranks = (scores > t[:, None]).sum(1)
-        return float(np.where(ranks < 10, 1 / np.log2(ranks + 2), 0).mean())
-
     def _train(self, data: Interactions, item_features: np.ndarray | None,
                valid: tuple[Sequence[np.ndarray], np.ndarray] | None) -> "SASRec":
-        import copy
-
         import torch
 
         torch.manual_seed(self.seed)
@@ -127,8 +122,11 @@ class SASRec(Recommender):
         lengths = np.array([len(s) - 1 for s in seqs])
         order = np.argsort(lengths, kind="stable")
         batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if valid is not None:
+            valid = valid_sample(valid[0], valid[1], None, self.valid_max, self.seed)[:2]
+        tracker = Tracker(self.log_dir, f"{self.name}-{time.strftime('%Y%m%d-%H%M%S')}-{'valid' if valid else 'fit'}")
+        stopper = EarlyStopping(self.patience)
         self.history = []
-        best: tuple[float, int, dict | None] = (-1.0, 0, None)
         for epoch in range(self.epochs):
             self._net.train()
             t0, total, n = time.perf_counter(), 0.0, 0
@@ -146,19 +144,24 @@ class SASRec(Recommender):
                 opt.step()
                 total, n = total + loss.item() * int(real.sum()), n + int(real.sum())
             record = {"epoch": epoch + 1, "loss": total / max(n, 1), "seconds": time.perf_counter() - t0}
+            stop = False
             if valid is not None and ((epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs):
                 self._net.eval()
-                record["valid_ndcg@10"] = self._valid_ndcg(*valid)
-                if record["valid_ndcg@10"] > best[0]:
-                    best = (record["valid_ndcg@10"], epoch + 1, copy.deepcopy(self._net.state_dict()))
-                elif epoch + 1 - best[1] >= self.patience:
-                    self.history.append(record)
-                    break
+                record["valid_ndcg@10"] = ndcg_at_10(self.score, *valid)
+                stop = stopper.update(epoch + 1, record["valid_ndcg@10"], self._net.state_dict())
             self.history.append(record)
-        if valid is not None and best[2] is not None:
-            self._net.load_state_dict(best[2])
-            self.tuned = {"epochs": best[1]}
+            tracker.log(epoch + 1, record)
+            if stop:
+                break
+        tracker.close()
+        if valid is not None and stopper.state is not None:
+            self._net.load_state_dict(stopper.state)
+            self.tuned = {"epochs": stopper.best_epoch}
         self._net.eval()
+        # Items without interactions were only pushed down by the softmax; a zero ID vector leaves their text.
+        unseen = torch.as_tensor(data.item_popularity() == 0)
+        with torch.no_grad():
+            self._net.items.weight[1:][unseen] = 0.0
         return self
 
     def score(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> np.ndarray:
