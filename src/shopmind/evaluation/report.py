@@ -50,10 +50,11 @@ def _text_and_cold(result: dict[str, Any]) -> list[str]:
                          (f"{cc['diff']:+.4f} [{cc['ci_low']:+.4f}, {cc['ci_high']:+.4f}]" if cc else "–") + " |")
     tail_n = result.get("users", {}).get("test_tail")
     if tail_n or cold:
-        lines += ["", f"Long tail: the {tail_n or 0:,} test users whose target has at most 5 training interactions. "
-                  f"Cold items: {cold.get('items', 0):,} items ({cold.get('share', 0):.0%} of those with interactions) "
-                  f"lose all their interactions; the {cold.get('cases', 0):,} test users whose target is one of them "
-                  "are ranked by models refitted without them.", "",
+        cold_text = (f" Cold items: {cold['items']:,} items ({cold['share']:.0%} of those with interactions) lose all "
+                     f"their interactions; the {cold['cases']:,} test users whose target is one of them are ranked by "
+                     "models refitted without them." if cold else " No cold-item experiment (no item text).")
+        lines += ["", f"Long tail: the {tail_n or 0:,} test users whose target has at most 5 training interactions."
+                  + cold_text, "",
                   "| model | tail recall@10 | tail ndcg@10 | cold recall@10 | cold ndcg@10 | cold recall@50 |",
                   "|---|---|---|---|---|---|"]
         for r in result["results"]:

@@ -143,7 +143,8 @@ def run(protocol: Protocol, models: list[str], grid: bool = True, item_vectors: 
     if text:
         extras["text_vs_id_ndcg@10"] = text
     cold_list = default_cold_models(models) if cold_models is None else [m for m in cold_models if m in best_params]
-    if cold_share > 0 and cold_list:
+    has_text = item_vectors is not None and item_vectors.ndim == 2 and item_vectors.shape[1] > 1
+    if cold_share > 0 and cold_list and has_text:  # without item text no model can rank a cold item
         extras["cold_items"] = _cold_experiment(protocol, cold_list, best_params, item_vectors, seed, cold_share, on_step)
     return {"protocol": protocol.name, "mask_history": protocol.mask_history,
             "users": {"valid": len(protocol.valid.targets), "test": len(protocol.test.targets),

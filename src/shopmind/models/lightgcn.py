@@ -26,8 +26,8 @@ class LightGCN(Recommender):
     name = "lightgcn"
     _arrays = ("user_vectors", "item_vectors")
 
-    def __init__(self, dim: int = 64, layers: int = 2, epochs: int = 100, batch_size: int = 2048, lr: float = 5e-3,
-                 reg: float = 1e-6, temperature: float = 0.2, eval_every: int = 5, patience: int = 15,
+    def __init__(self, dim: int = 64, layers: int = 2, epochs: int = 100, batch_size: int | None = None, lr: float = 5e-3,
+                 reg: float = 1e-6, temperature: float = 0.2, eval_every: int = 5, patience: int = 10,
                  valid_max: int = 5000, log_dir: str | None = None, seed: int = 0) -> None:
         super().__init__(seed)
         self.dim, self.layers, self.epochs, self.batch_size, self.lr = dim, layers, epochs, batch_size, lr
@@ -79,6 +79,8 @@ class LightGCN(Recommender):
 
         m = data.matrix(binary=True).tocoo()
         pairs_u, pairs_i = m.row.astype(np.int64), m.col.astype(np.int64)
+        # Every batch propagates over the whole graph, so the batch grows with the data: about 25 per epoch.
+        batch_size = self.batch_size or max(1024, -(-len(pairs_u) // 25))
         valid_cases = None
         if valid is not None:
             valid_cases = valid_sample(valid[0], valid[1], valid[2], self.valid_max, self.seed)
@@ -88,8 +90,8 @@ class LightGCN(Recommender):
         for epoch in range(1, self.epochs + 1):
             t0, total = time.perf_counter(), 0.0
             order = rng.permutation(len(pairs_u))
-            for s in range(0, len(order), self.batch_size):
-                b = order[s:s + self.batch_size]
+            for s in range(0, len(order), batch_size):
+                b = order[s:s + batch_size]
                 u, i = torch.as_tensor(pairs_u[b]), torch.as_tensor(pairs_i[b])
                 final = F.normalize(propagate(), dim=1)
                 logits = final[u] @ final[n_u:].T / self.temperature

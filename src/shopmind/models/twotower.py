@@ -32,13 +32,13 @@ class TwoTower(Recommender):
 
     def __init__(self, dim: int = 64, max_len: int = 50, dropout: float = 0.4, epochs: int = 60,
                  batch_size: int = 256, lr: float = 2e-3, weight_decay: float = 0.1, use_text: bool = True,
-                 full_softmax_items: int = 100_000, eval_every: int = 2, patience: int = 6,
+                 id_dropout: float = 0.0, full_softmax_items: int = 100_000, eval_every: int = 2, patience: int = 6,
                  valid_max: int = 5000, log_dir: str | None = None, seed: int = 0) -> None:
         super().__init__(seed)
         self.dim, self.max_len, self.dropout, self.epochs = dim, max_len, dropout, epochs
         self.batch_size, self.lr, self.weight_decay, self.use_text = batch_size, lr, weight_decay, use_text
         self.full_softmax_items, self.eval_every, self.patience = full_softmax_items, eval_every, patience
-        self.valid_max, self.log_dir = valid_max, log_dir
+        self.valid_max, self.log_dir, self.id_dropout = valid_max, log_dir, id_dropout
         self.tuned: dict[str, int] = {}
         self.history: list[dict[str, float]] = []
 
@@ -66,8 +66,11 @@ class TwoTower(Recommender):
                 self.norm = nn.LayerNorm(dim)
                 self.drop = nn.Dropout(dropout)
 
-            def item_table(self) -> torch.Tensor:
+            def item_table(self, id_dropout: float = 0.0) -> torch.Tensor:
                 table = self.items.weight
+                if id_dropout and self.text is not None:  # some items show only their text this batch
+                    keep = (torch.rand(table.shape[0], 1) >= id_dropout).to(table.dtype)
+                    table = table * keep
                 if self.text is not None:
                     table = table + self.text(self.text_vectors)
                 return table
@@ -140,7 +143,7 @@ class TwoTower(Recommender):
                 b = batches[bi]
                 width = int(lengths[b].max())
                 x, y = torch.as_tensor(inputs[b, -width:]), torch.as_tensor(targets[b, -width:])
-                table = self._net.item_table()
+                table = self._net.item_table(self.id_dropout)
                 h = self._net.users(x, table)
                 real = y >= 0
                 h, y = h[real], y[real]
@@ -176,17 +179,17 @@ class TwoTower(Recommender):
 
     def _reset_unseen(self, data: Interactions) -> None:
         """Items without interactions were only ever pushed down by the softmax: their ID vector and bias carry
-        no information. Give them a zero ID vector and the mean bias of rare items (1-2 interactions), so
-        they are ranked by their text like a new rare item."""
+        no information. Give them a zero ID vector and the mean bias of the items with interactions (the prior
+        of an average item), so their text ranks them."""
         import torch
 
         pop = data.item_popularity()
-        unseen, rare = pop == 0, (pop > 0) & (pop <= 2)
+        unseen = pop == 0
         if not unseen.any():
             return
         with torch.no_grad():
             self._net.items.weight[1:][torch.as_tensor(unseen)] = 0.0
-            fill = self._net.bias[torch.as_tensor(rare)].mean() if rare.any() else self._net.bias.mean()
+            fill = self._net.bias[torch.as_tensor(~unseen)].mean()
             self._net.bias[torch.as_tensor(unseen)] = fill
 
     def score(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> np.ndarray:
