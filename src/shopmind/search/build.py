@@ -1,0 +1,60 @@
+"""Builds a SearchEngine for a dataset of the store: catalog, item vectors (through the embedding cache, so
+a mined or previously indexed catalog is not encoded again), popularity from events, the query encoder."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from ..config import Settings
+from ..data.store import Store
+from ..knowledge.encoders import Encoder
+from ..knowledge.tables import EmbeddingCache, ensure_tables
+from ..knowledge.text import ItemTextTemplate
+from .catalog import Catalog
+from .engine import SearchEngine
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def item_texts(store: Store, catalog: Catalog, dataset: str, template: str) -> list[str]:
+    """The texts knowledge mining embedded (table item_texts), else the template without review aspects."""
+    ensure_tables(store)
+    mined = dict(store.con.execute("SELECT item_id, text FROM item_texts WHERE dataset = ?", [dataset]).fetchall())
+    tpl = ItemTextTemplate(template)
+    records = catalog.frame.to_dict("records")
+    return [mined.get(str(r["item_id"])) or tpl.render(r, "") for r in records]
+
+
+def load_engine(store: Store, settings: Settings, dataset: str, encoder: Encoder | None = None,
+                on_step: ProgressFn | None = None, **kwargs: Any) -> tuple[SearchEngine, dict[str, Any]]:
+    """(engine, build report with timings and how many item texts had to be encoded)."""
+    step = on_step or (lambda name, done, total: None)
+    k = settings.knowledge
+    t0 = time.perf_counter()
+    step("catalog", 0, 0)
+    catalog = Catalog.load(store, dataset)
+    encoder = encoder or Encoder(k.model, k.backend, k.batch_size, k.max_length, k.min_agreement,
+                                 onnx_dir=settings.onnx_dir)
+    texts = item_texts(store, catalog, dataset, k.item_template)
+    t1 = time.perf_counter()
+    step("item vectors", 0, len(texts))
+    vectors, encoded = EmbeddingCache(store, k.dtype).encode(encoder, texts, lambda d, t: step("item vectors", d, t))
+    t2 = time.perf_counter()
+    pop = dict(store.con.execute("SELECT item_id, count(*) FROM events WHERE dataset = ? AND item_id IS NOT NULL "
+                                 "GROUP BY item_id", [dataset]).fetchall())
+    popularity = np.array([pop.get(i, 0) for i in catalog.item_ids], np.float32)
+
+    def encode(text: str) -> np.ndarray:
+        return encoder.encode([text])[0]
+
+    engine = SearchEngine.build(catalog, vectors, encode, popularity, on_step=lambda m: step(m, 0, 0),
+                                encode_batch=lambda texts: encoder.encode(texts), **kwargs)
+    t3 = time.perf_counter()
+    report = {"items": len(catalog), "encoded": encoded, "dense_index": engine.dense.kind,
+              "encoder": encoder.describe(),
+              "seconds": {"catalog": round(t1 - t0, 2), "vectors": round(t2 - t1, 2), "indexes": round(t3 - t2, 2),
+                          "total": round(t3 - t0, 2)}}
+    return engine, report
