@@ -34,6 +34,8 @@ bench: install
 	$(BIN)/python bench/bench_encoders.py
 	$(BIN)/python bench/bench_knowledge.py
 	$(BIN)/python bench/bench_recommenders.py
+	$(BIN)/python bench/trace_poprec_beauty.py
+	$(BIN)/python bench/bench_search.py
 
 clean:
 	rm -rf $(VENV) shopmind.duckdb shopmind.duckdb.wal shopmind.rejects .pytest_cache

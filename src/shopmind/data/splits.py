@@ -99,9 +99,16 @@ def query_split(store: Store, dataset: str, valid_fraction: float = 0.2, test_fr
                      "ORDER BY query, item_id", [dataset])
     if df.empty:
         raise SplitError(f"{dataset}: no relevance judgments in the store")
+    return assign_query_parts(df, valid_fraction, test_fraction, seed)
+
+
+def assign_query_parts(df: pd.DataFrame, valid_fraction: float = 0.2, test_fraction: float = 0.2,
+                       seed: str = "shopmind") -> pd.DataFrame:
+    """Adds `split` (train / valid / test) to judgment rows by a seeded hash of each normalised query."""
     queries = df["query"].drop_duplicates()
     u = {q: int(stable_hash(seed, q.strip().lower(), size=8), 16) / 2**64 for q in queries}
     bucket = df["query"].map(u)
+    df = df.copy()
     df["split"] = "train"
     df.loc[bucket >= 1 - valid_fraction - test_fraction, "split"] = "valid"
     df.loc[bucket >= 1 - test_fraction, "split"] = "test"

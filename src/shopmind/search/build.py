@@ -3,7 +3,9 @@ a mined or previously indexed catalog is not encoded again), popularity from eve
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -15,6 +17,7 @@ from ..knowledge.tables import EmbeddingCache, ensure_tables
 from ..knowledge.text import ItemTextTemplate
 from .catalog import Catalog
 from .engine import SearchEngine
+from .ltr import LTRRanker
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -52,9 +55,51 @@ def load_engine(store: Store, settings: Settings, dataset: str, encoder: Encoder
 
     engine = SearchEngine.build(catalog, vectors, encode, popularity, on_step=lambda m: step(m, 0, 0),
                                 encode_batch=lambda texts: encoder.encode(texts), **kwargs)
+    tuned = load_tuning(engine, settings, dataset)
     t3 = time.perf_counter()
-    report = {"items": len(catalog), "encoded": encoded, "dense_index": engine.dense.kind,
+    report = {"items": len(catalog), "encoded": encoded, "dense_index": engine.dense.kind, "tuning": tuned,
               "encoder": encoder.describe(),
               "seconds": {"catalog": round(t1 - t0, 2), "vectors": round(t2 - t1, 2), "indexes": round(t3 - t2, 2),
                           "total": round(t3 - t0, 2)}}
     return engine, report
+
+
+def tuning_dir(settings: Settings, dataset: str) -> Path:
+    return settings.store.path.with_name(settings.store.path.name + ".search") / dataset
+
+
+def save_tuning(engine: SearchEngine, settings: Settings, dataset: str) -> Path:
+    """Keep what was learned from the judgments (BM25 k1/b, fusion weight, ranker, search-log priors)."""
+    folder = tuning_dir(settings, dataset)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "search.json").write_text(json.dumps({"k1": engine.lexical.k1, "b": engine.lexical.b,
+                                                    "alpha": engine.alpha, "ranker": engine.ranker is not None}))
+    if engine.ranker is not None:
+        engine.ranker.save(folder / "ranker.txt")
+    if engine.log_priors is not None:
+        np.savez(folder / "priors.npz", item_ids=engine.catalog.item_ids.astype(str), count=engine.log_priors[0],
+                 mean=engine.log_priors[1])
+    return folder
+
+
+def load_tuning(engine: SearchEngine, settings: Settings, dataset: str) -> dict[str, Any] | None:
+    """Apply a saved tuning when one exists for this dataset; returns it (None when there is none)."""
+    folder = tuning_dir(settings, dataset)
+    if not (folder / "search.json").is_file():
+        return None
+    tuned = json.loads((folder / "search.json").read_text())
+    engine.lexical.reindex(tuned["k1"], tuned["b"])
+    engine.alpha = tuned["alpha"]
+    if tuned.get("ranker") and (folder / "ranker.txt").is_file():
+        engine.ranker = LTRRanker.load(folder / "ranker.txt")
+    if (folder / "priors.npz").is_file():
+        p = np.load(folder / "priors.npz", allow_pickle=False)
+        index = {str(i): r for r, i in enumerate(p["item_ids"])}
+        count = np.zeros(len(engine.catalog), np.float32)
+        mean = np.zeros(len(engine.catalog), np.float32)
+        for r, item in enumerate(engine.catalog.item_ids):
+            src = index.get(str(item))
+            if src is not None:
+                count[r], mean[r] = p["count"][src], p["mean"][src]
+        engine.log_priors = (count, mean)
+    return tuned

@@ -262,11 +262,17 @@ class SearchEngine:
         """Pick the fusion weight by NDCG@10 on these (training) queries."""
         from .metrics import ndcg, summarize
 
+        pools = []  # the candidates do not depend on alpha: retrieve once, fuse per setting
+        for q, g in judgments.items():
+            corrected, terms = self.understand(q)
+            pools.append((self.candidates(corrected, None, terms), g))
         trials = []
         for a in grid:
-            self.alpha = a
-            value, _ = summarize([ndcg(self.ranked_ids(q, "hybrid", 10), g) for q, g in judgments.items()])
-            trials.append({"alpha": a, "ndcg@10": round(value, 4)})
+            per_query = []
+            for c, g in pools:
+                fused = score_fusion(c.lexical, c.dense, a) + self.intent_weight * c.intent
+                per_query.append(ndcg(self.catalog.item_ids[c.rows[np.lexsort((c.rows, -fused))][:10]].tolist(), g))
+            trials.append({"alpha": a, "ndcg@10": round(summarize(per_query)[0], 4)})
         best = max(trials, key=lambda t: t["ndcg@10"])
         self.alpha = best["alpha"]
         return {"best": best, "trials": trials}
@@ -298,9 +304,18 @@ class SearchEngine:
                     total[r] += grade
         return count, np.where(count > 0, total / np.maximum(count, 1), 0.0).astype(np.float32)
 
-    def fit_ranker(self, train: Judgments, valid: Judgments | None = None, **params: Any) -> dict[str, Any]:
-        """Train the LambdaRank ranker on training queries (early stopping on validation queries)."""
-        self.log_priors = self.judgment_priors(train)
+    def rank_candidates(self, query: str, terms: list[str], c: Candidates, mode: str, k: int = 100) -> list[str]:
+        """Item ids of the top k of a candidate pool in a mode."""
+        s = np.asarray(self.order(query, terms, c, mode), np.float64)
+        keep = np.isfinite(s)
+        rows, s = c.rows[keep], s[keep]
+        return [str(self.catalog.item_ids[r]) for r in rows[np.lexsort((rows, -s))][:k]]
+
+    def fit_ranker(self, train: Judgments, valid: Judgments | None = None, log_priors: bool = True,
+                   **params: Any) -> dict[str, Any]:
+        """Train the LambdaRank ranker on training queries (early stopping on validation queries).
+        log_priors: use the search-log priors (how often and how well items were judged for training queries)."""
+        self.log_priors = self.judgment_priors(train) if log_priors else None
         x, y, g = self.training_rows(train)
         v = self.training_rows(valid) if valid else None
         self.ranker = LTRRanker(**params).fit(x, y, g, feature_names(self.lexical.fields), v)

@@ -39,7 +39,7 @@ class LTRRanker:
                                lambdarank_truncation_level=20, verbose=-1, n_jobs=2, **self.params)
         kwargs = {}
         if valid is not None:
-            kwargs = dict(eval_set=[(valid[0], valid[1])], eval_group=[list(valid[2])], eval_at=[10],
+            kwargs = dict(eval_X=(valid[0],), eval_y=(valid[1],), eval_group=[list(valid[2])], eval_at=[10],
                           callbacks=[lgb.early_stopping(self.early_stopping, verbose=False)])
         model.fit(x, y, group=list(groups), feature_name=self.feature_names, **kwargs)
         self._booster = model.booster_
