@@ -483,7 +483,6 @@ def benchmark(
     out.print(f"written: {', '.join(result['files'].values())} ({result['seconds']:.0f} s)")
 
 
-@contextmanager
 @app.command()
 def search(
     query: str = typer.Argument(..., help="What the shopper typed."),
@@ -585,6 +584,7 @@ def evaluate_search(
               f"({result['seconds']['total']:.0f} s)")
 
 
+@contextmanager
 def _step_progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
     """A progress display for named steps: a bar when a step reports totals, a spinner line otherwise."""
     if quiet:
