@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from ..data.store import Store
 
@@ -83,6 +84,20 @@ class Catalog:
         self.prices = self.frame["price"].astype(float).to_numpy()
         self.attributes: list[dict[str, Any]] = self.frame["attrs"].tolist()
         self._brand_lower = np.char.lower(self.brands.astype(str))
+        self.titles = self.frame["title"].fillna("").astype(str).to_numpy()
+        # Facet counting as sparse sums: items x values membership matrices built once.
+        self._facet_names: dict[str, np.ndarray] = {}
+        self._facet_matrix: dict[str, sp.csr_matrix] = {}
+        buckets = [[price_bucket(p)] if not np.isnan(p) else [] for p in self.prices]
+        for name, values in (("category", [list(dict.fromkeys(p)) for p in self.paths]),
+                             ("brand", [[b] if b else [] for b in self.brands]), ("price", buckets)):
+            names = sorted({v for vs in values for v in vs})
+            index = {v: i for i, v in enumerate(names)}
+            rows = np.repeat(np.arange(len(values)), [len(vs) for vs in values])
+            cols = np.array([index[v] for vs in values for v in vs], np.int64)
+            self._facet_names[name] = np.array(names, dtype=object)
+            self._facet_matrix[name] = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)),
+                                                     shape=(len(values), max(len(names), 1)))
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -132,19 +147,14 @@ class Catalog:
         return keep
 
     def facets(self, rows: Sequence[int] | np.ndarray, top: int = 10) -> dict[str, list[tuple[str, int]]]:
-        """Counts of categories (every level), brands and price buckets over result rows, most frequent first."""
+        """Counts of categories (every level), brands and price buckets over result rows, most frequent first
+        (ties by value)."""
         rows = np.asarray(rows, np.int64)
-        cats: dict[str, int] = {}
-        for r in rows:
-            for c in dict.fromkeys(self.paths[r]):
-                cats[c] = cats.get(c, 0) + 1
-        brands = pd.Series(self.brands[rows])
-        brands = brands[brands != ""].value_counts()
-        prices = self.prices[rows]
-        buckets = pd.Series([price_bucket(p) for p in prices[~np.isnan(prices)]]).value_counts()
-
-        def ordered(counts: dict[str, int] | pd.Series) -> list[tuple[str, int]]:
-            items = counts.items() if isinstance(counts, dict) else zip(counts.index, counts.to_numpy())
-            return sorted(((str(k), int(v)) for k, v in items), key=lambda kv: (-kv[1], kv[0]))[:top]
-
-        return {"category": ordered(cats), "brand": ordered(brands), "price": ordered(buckets)}
+        out: dict[str, list[tuple[str, int]]] = {}
+        for name, matrix in self._facet_matrix.items():
+            names = self._facet_names[name]
+            counts = np.asarray(matrix[rows].sum(axis=0)).ravel()[:len(names)] if len(rows) else np.zeros(len(names))
+            nz = np.flatnonzero(counts)
+            order = nz[np.lexsort((names[nz].astype(str), -counts[nz]))][:top]
+            out[name] = [(str(names[i]), int(counts[i])) for i in order]
+        return out

@@ -146,7 +146,9 @@ class SearchEngine:
         if mask is not None:
             lex = np.where(mask, lex, 0.0)
         matched = np.flatnonzero(lex > 0)
-        lex_top = matched[np.argsort(-lex[matched], kind="stable")[:self.depth]] if len(matched) else matched
+        if len(matched) > self.depth:  # partial selection first: a common word matches tens of thousands
+            matched = matched[np.argpartition(-lex[matched], self.depth - 1)[:self.depth]]
+        lex_top = matched[np.lexsort((matched, -lex[matched]))]
         qv = self.query_vector(query)
         dense_top, _ = self.dense.search(qv, self.depth, mask)
         rows = np.union1d(np.union1d(lex_top, dense_top), np.asarray(extra_rows, np.int64)).astype(np.int64)
@@ -219,8 +221,8 @@ class SearchEngine:
         rows, scores = rows[order], scores[order]
         t3 = time.perf_counter()
         page_rows = slice((page - 1) * size, page * size)
-        items = [{"item_id": str(self.catalog.item_ids[r]), "title": str(self.catalog.frame["title"].iat[r] or ""),
-                  "score": float(s)} for r, s in zip(rows[page_rows], scores[page_rows])]
+        items = [{"item_id": str(self.catalog.item_ids[r]), "title": str(self.catalog.titles[r]), "score": float(s)}
+                 for r, s in zip(rows[page_rows], scores[page_rows])]
         probs = self.intent.predict(self.query_vector(corrected))
         intent = [(self.intent.names[i], round(float(probs[i]), 3)) for i in np.argsort(-probs)[:3]] if len(probs) else []
         result = SearchResult(query, corrected if corrected != query else None, mode, int(len(rows)), page, size, items,
