@@ -94,6 +94,13 @@ def test_paging_is_stable_and_modes_differ(engine) -> None:
         engine.search("x", page=0)
 
 
+def test_category_intent_from_the_query(engine) -> None:
+    res = engine.search("recipes and cooking")
+    assert res.intent and abs(sum(p for _, p in res.intent) - 1) < 0.5
+    cooking = [n for n in engine.intent.names if "cook" in n.lower()]
+    assert cooking and any(n in cooking for n, _ in res.intent)
+
+
 def test_typos_are_corrected_and_personalisation_moves_results(engine) -> None:
     res = engine.search("magazne")
     assert res.corrected == "magazine" and res.total > 0
