@@ -490,7 +490,7 @@ def search(
     filters: list[str] = typer.Option([], "--filter", "-f", help="category=, brand=, price=LO..HI, attr.NAME= "
                                       "(repeatable)."),
     user: Optional[str] = typer.Option(None, "--user", "-u", help="Personalise for this user's interest profile."),
-    mode: Optional[str] = typer.Option(None, "--mode", help="bm25, dense, hybrid or ltr (default: ltr when a "
+    mode: Optional[str] = typer.Option(None, "--mode", help="bm25, dense, rrf, hybrid or ltr (default: ltr when a "
                                        "ranker was trained by evaluate-search, else hybrid)."),
     page: int = typer.Option(1, "--page", min=1, max=1000),
     size: int = typer.Option(10, "--size", min=1, max=100),

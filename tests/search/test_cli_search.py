@@ -68,7 +68,7 @@ def test_evaluate_search_with_a_generic_judgments_file(store_copy, tmp_path: Pat
              "--out", str(tmp_path / "out"), "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
-    assert sum(res["queries"].values()) == 120 and set(res["results"]) == {"bm25", "dense", "hybrid", "ltr-text", "ltr"}
+    assert sum(res["queries"].values()) == 120 and set(res["results"]) == {"bm25", "dense", "rrf", "hybrid", "ltr-text", "ltr"}
     assert res["results"]["bm25"]["ndcg@10"] > 0.5  # brand names are in the titles
     for f in res["files"].values():
         assert Path(f).is_file()

@@ -23,7 +23,7 @@ from ..search import metrics as SM
 from ..search.engine import Judgments, SearchEngine
 from . import metrics as M
 
-SYSTEMS = ("bm25", "dense", "hybrid", "ltr-text", "ltr")
+SYSTEMS = ("bm25", "dense", "rrf", "hybrid", "ltr-text", "ltr")
 StepFn = Callable[[str], None]
 
 
@@ -130,7 +130,8 @@ def run(store: Store, engine: SearchEngine, dataset: str, judgments: pd.DataFram
         return configure
 
     step(f"{len(SYSTEMS)} systems on {len(test):,} test queries")
-    results = evaluate_systems(engine, {"bm25": use("bm25"), "dense": use("dense"), "hybrid": use("hybrid"),
+    results = evaluate_systems(engine, {"bm25": use("bm25"), "dense": use("dense"), "rrf": use("rrf"),
+                                        "hybrid": use("hybrid"),
                                         "ltr-text": use("ltr", text_ranker), "ltr": use("ltr", full_ranker, full_priors)},
                                test)
     engine.ranker, engine.log_priors = full_ranker, full_priors
@@ -167,7 +168,8 @@ def markdown(result: dict[str, Any]) -> str:
              f"({result['tuned']['ltr']['trees']} trees, early stopping on validation). Dense index: "
              f"{result['dense_index']}.", "",
              "| system | NDCG@10 | Recall@100 | re-rank NDCG@10 | re-rank lift over random |", "|---|---|---|---|---|"]
-    labels = {"bm25": "BM25 (tuned, product analyzer)", "dense": "dense (MiniLM)", "hybrid": "hybrid score fusion",
+    labels = {"bm25": "BM25 (tuned, product analyzer)", "dense": "dense (MiniLM)",
+              "rrf": "reciprocal rank fusion (equal weights)", "hybrid": "hybrid score fusion (tuned weight)",
               "ltr-text": "+ LambdaRank, text features only", "ltr": "+ LambdaRank with search-log priors"}
     for system, r in result["results"].items():
         lines.append(f"| {labels.get(system, system)} | {r['ndcg@10']:.4f} | {r['recall@100']:.4f} | "
@@ -199,7 +201,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)
     for ax, metric in zip(axes, ("ndcg@10", "recall@100")):
         values = [result["results"][s][metric] for s in systems]
-        ax.bar(systems, values, color=["#8C8C8C", "#DD8452", "#4C72B0", "#55A868", "#C44E52"][:len(systems)])
+        ax.bar(systems, values, color=["#8C8C8C", "#DD8452", "#937860", "#4C72B0", "#55A868", "#C44E52"][:len(systems)])
         ax.axhline(result["results"]["bm25"][metric], color="black", linestyle="--", linewidth=1)
         for x, v in enumerate(values):
             ax.text(x, v, f"{v:.3f}", ha="center", va="bottom", fontsize=8)

@@ -29,7 +29,7 @@ from .lexical import LexicalIndex
 from .ltr import LTRRanker, labels_from_grades
 from .spelling import SpellCorrector, Synonyms
 
-MODES = ("bm25", "dense", "hybrid", "ltr")
+MODES = ("bm25", "dense", "rrf", "hybrid", "ltr")
 Judgments = Mapping[str, Mapping[str, float]]  # query -> item id -> grade
 StepFn = Callable[[str], None]
 
@@ -186,6 +186,8 @@ class SearchEngine:
             return np.where(c.lexical > 0, c.lexical, -np.inf)
         if mode == "dense":
             return np.where(c.dense_rank <= self.depth, c.dense, -np.inf)
+        if mode == "rrf":  # equal-weight reciprocal rank fusion of the two legs (k = 60)
+            return 1 / (60 + c.lex_rank) * (c.lex_rank <= self.depth) + 1 / (60 + c.dense_rank) * (c.dense_rank <= self.depth)
         if mode == "hybrid":
             return c.fused
         if mode == "ltr":
