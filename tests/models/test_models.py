@@ -171,3 +171,12 @@ def test_hybrid_weights_come_from_the_simplex(data: Interactions) -> None:
     assert len(simplex(3)) == 66 and all(abs(sum(w) - 1) < 1e-9 for w in simplex(3))
     m = Hybrid(sasrec_epochs=4, twotower_epochs=4).fit_validated(data, None, [np.array([0])], np.array([1]))
     assert abs(sum(m.weights) - 1) < 1e-9 and m.tuned["w_itemknn"] == m.w_itemknn
+
+
+@pytest.mark.parametrize("name", ["twotower", "lightgcn", "sasrec", "pop-cat", "itemknn", "als"])
+def test_same_seed_same_scores(data: Interactions, name: str) -> None:
+    kwargs = {"twotower": {"epochs": 5}, "lightgcn": {"epochs": 5}, "sasrec": {"epochs": 3}}.get(name, {})
+    a = MODELS[name](seed=7, **kwargs).fit(data)
+    b = MODELS[name](seed=7, **kwargs).fit(data)
+    hist = [data.sequences[0], data.sequences[3]]
+    assert np.array_equal(a.score(hist, np.array([0, 3])), b.score(hist, np.array([0, 3])))

@@ -135,8 +135,9 @@ class SearchEngine:
         return corrected, terms
 
     def candidates(self, query: str, mask: np.ndarray | None = None, terms: list[str] | None = None,
-                   extra_rows: Sequence[int] = ()) -> Candidates:
-        """The candidate pool of a query: top `depth` of each leg (plus extra_rows, e.g. judged items)."""
+                   extra_rows: Sequence[int] = (), dense: bool = True) -> Candidates:
+        """The candidate pool of a query: top `depth` of each leg (plus extra_rows, e.g. judged items).
+        dense=False skips the dense leg and the query encoding (lexical-only search)."""
         if terms is None:
             query, terms = self.understand(query)
         field_scores = self.lexical.field_scores(terms)
@@ -149,17 +150,17 @@ class SearchEngine:
         if len(matched) > self.depth:  # partial selection first: a common word matches tens of thousands
             matched = matched[np.argpartition(-lex[matched], self.depth - 1)[:self.depth]]
         lex_top = matched[np.lexsort((matched, -lex[matched]))]
-        qv = self.query_vector(query)
-        dense_top, _ = self.dense.search(qv, self.depth, mask)
+        qv = self.query_vector(query) if dense else None
+        dense_top = self.dense.search(qv, self.depth, mask)[0] if qv is not None else np.zeros(0, np.int64)
         rows = np.union1d(np.union1d(lex_top, dense_top), np.asarray(extra_rows, np.int64)).astype(np.int64)
         lex_rank = np.full(len(self.catalog), self.depth + 1, np.float32)
         lex_rank[lex_top] = np.arange(1, len(lex_top) + 1)
         dense_rank = np.full(len(self.catalog), self.depth + 1, np.float32)
         dense_rank[dense_top] = np.arange(1, len(dense_top) + 1)
-        dense_sim = self.dense.similarity(qv, rows)
+        dense_sim = self.dense.similarity(qv, rows) if qv is not None else np.zeros(len(rows), np.float32)
         c = Candidates(rows, {f: s[rows] for f, s in field_scores.items()}, lex[rows], dense_sim,
                        lex_rank[rows], dense_rank[rows])
-        c.intent = self.intent.item_scores(self.intent.predict(qv), rows)
+        c.intent = self.intent.item_scores(self.intent.predict(qv), rows) if qv is not None else np.zeros(len(rows))
         c.fused = score_fusion(c.lexical, c.dense, self.alpha) + self.intent_weight * c.intent
         return c
 
@@ -209,7 +210,7 @@ class SearchEngine:
         corrected, terms = self.understand(query)
         mask = self.catalog.mask(filters)
         t1 = time.perf_counter()
-        c = self.candidates(corrected, mask, terms)
+        c = self.candidates(corrected, mask, terms, dense=mode != "bm25")
         t2 = time.perf_counter()
         scores = np.asarray(self.order(corrected, terms, c, mode), np.float64)
         if user_vector is not None and np.linalg.norm(user_vector) > 0:
@@ -225,7 +226,7 @@ class SearchEngine:
         page_rows = slice((page - 1) * size, page * size)
         items = [{"item_id": str(self.catalog.item_ids[r]), "title": str(self.catalog.titles[r]), "score": float(s)}
                  for r, s in zip(rows[page_rows], scores[page_rows])]
-        probs = self.intent.predict(self.query_vector(corrected))
+        probs = self.intent.predict(self.query_vector(corrected)) if mode != "bm25" else np.zeros(0)
         intent = [(self.intent.names[i], round(float(probs[i]), 3)) for i in np.argsort(-probs)[:3]] if len(probs) else []
         result = SearchResult(query, corrected if corrected != query else None, mode, int(len(rows)), page, size, items,
                               self.catalog.facets(rows) if facets else {}, intent)
