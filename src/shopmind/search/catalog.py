@@ -133,9 +133,11 @@ class Catalog:
         if filters is None or filters.is_empty():
             return None
         keep = np.ones(len(self), bool)
-        if filters.category:
+        if filters.category:  # a column of the category membership matrix (any level of the path)
             want = filters.category.lower()
-            keep &= np.array([any(want == c.lower() for c in p) for p in self.paths])
+            cols = [j for j, n in enumerate(self._facet_names["category"]) if str(n).lower() == want]
+            member = self._facet_matrix["category"][:, cols].sum(axis=1) if cols else np.zeros((len(self), 1))
+            keep &= np.asarray(member).ravel() > 0
         if filters.brand:
             keep &= self._brand_lower == filters.brand.lower()
         if filters.price_min is not None:

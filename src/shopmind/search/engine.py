@@ -15,6 +15,7 @@ search(query):
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -53,7 +54,9 @@ class Intent:
 
     def __init__(self, catalog: Catalog, vectors: np.ndarray, min_items: int = 5, temperature: float = 0.05) -> None:
         leaves = [" > ".join(p) for p in catalog.paths]
-        names = sorted({n for n in leaves if n and leaves.count(n) >= min_items}) if len(set(leaves)) < 5000 else []
+        counts = Counter(leaves)
+        names = sorted(n for n, c in counts.items() if n and c >= min_items)
+        names = names if len(names) <= 5000 else []  # too many categories for a softmax over centroids
         self.names = names
         self.temperature = temperature
         index = {n: i for i, n in enumerate(names)}
