@@ -77,12 +77,7 @@ def test_sasrec_learns_order_and_scores_cold_items() -> None:
 
     # Sequences walk a cycle a -> b -> c -> d -> e -> a; the model must predict the next step.
     cycle = ["a", "b", "c", "d", "e"]
-    rng = np.random.default_rng(0)
-    rows = []
-    for u in range(60):
-        start = int(rng.integers(0, 5))
-        rows += [(f"u{u}", cycle[(start + i) % 5], i) for i in range(6)]
-    data = Interactions.from_frame(pd.DataFrame(rows, columns=["user_id", "item_id", "seq"]), items=cycle + ["f"])
+    data = _cycle_data()
     # Text vectors: "f" (never seen) gets the same text as "c".
     text = np.eye(6, dtype=np.float32)
     text[data.item_index("f")] = text[data.item_index("c")]
@@ -95,6 +90,7 @@ def test_sasrec_learns_order_and_scores_cold_items() -> None:
 
 
 def _cycle_data() -> Interactions:
+    """60 users walking the cycle a -> b -> c -> d -> e -> a from random starts; "f" is a cold catalog item."""
     cycle = ["a", "b", "c", "d", "e"]
     rng = np.random.default_rng(0)
     rows = []

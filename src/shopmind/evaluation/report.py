@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 SHOWN = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "recall@50", "ndcg@50", "mrr", "coverage@10")
 
@@ -89,13 +89,16 @@ def plot(result: dict[str, Any], path: Path, metric: str = "ndcg@10") -> None:
     plt.close(fig)
 
 
-def write(result: dict[str, Any], out_dir: Path) -> dict[str, str]:
-    """benchmark-<dataset>.{json,md,png} in out_dir; returns the paths."""
+def write(result: dict[str, Any], out_dir: Path, prefix: str = "benchmark",
+          render: Callable[[dict[str, Any]], str] | None = None,
+          draw: Callable[[dict[str, Any], Path], None] | None = None) -> dict[str, str]:
+    """<prefix>-<dataset>.{json,md,png} in out_dir (recommender tables and plot unless render / draw are
+    given); returns the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"benchmark-{result['dataset']}"
+    stem = out_dir / f"{prefix}-{result['dataset']}"
     paths = {"json": str(stem.with_suffix(".json")), "markdown": str(stem.with_suffix(".md")),
              "plot": str(stem.with_suffix(".png"))}
     Path(paths["json"]).write_text(json.dumps(result, indent=2, default=float) + "\n")
-    Path(paths["markdown"]).write_text(markdown(result))
-    plot(result, Path(paths["plot"]))
+    Path(paths["markdown"]).write_text((render or markdown)(result))
+    (draw or plot)(result, Path(paths["plot"]))
     return paths

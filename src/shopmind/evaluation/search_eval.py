@@ -22,6 +22,7 @@ from ..data.store import Store
 from ..search import metrics as SM
 from ..search.engine import Judgments, SearchEngine
 from . import metrics as M
+from . import report
 
 SYSTEMS = ("bm25", "dense", "rrf", "hybrid", "ltr-text", "ltr")
 StepFn = Callable[[str], None]
@@ -215,13 +216,4 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def write(result: dict[str, Any], out_dir: Path) -> dict[str, str]:
     """search-<dataset>.{json,md,png} in out_dir; returns the paths."""
-    import json
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"search-{result['dataset']}"
-    paths = {"json": str(stem.with_suffix(".json")), "markdown": str(stem.with_suffix(".md")),
-             "plot": str(stem.with_suffix(".png"))}
-    Path(paths["json"]).write_text(json.dumps(result, indent=2, default=float) + "\n")
-    Path(paths["markdown"]).write_text(markdown(result))
-    plot(result, Path(paths["plot"]))
-    return paths
+    return report.write(result, out_dir, "search", markdown, plot)

@@ -14,11 +14,10 @@ from typing import Sequence
 import numpy as np
 
 from ..data.interactions import Interactions
-from .base import Recommender
-from .training import EarlyStopping, Tracker, ndcg_at_10, valid_sample
+from .training import EarlyStopping, SequenceNetModel, Tracker, ndcg_at_10, valid_sample
 
 
-class SASRec(Recommender):
+class SASRec(SequenceNetModel):
     name = "sasrec"
     supports_cold_items = True
 
@@ -82,25 +81,6 @@ class SASRec(Recommender):
                 return self.hidden(seqs, table)[:, -1, :] @ table[1:].T
 
         return Net()
-
-    def _pad(self, seqs: Sequence[np.ndarray]) -> np.ndarray:
-        """Left-padded (index + 1) arrays of the last max_len items."""
-        out = np.zeros((len(seqs), self.max_len), np.int64)
-        for r, s in enumerate(seqs):
-            s = np.asarray(s[-self.max_len:], np.int64) + 1
-            if len(s):
-                out[r, -len(s):] = s
-        return out
-
-    def fit(self, data: Interactions, item_features: np.ndarray | None = None) -> "SASRec":
-        return self._train(data, item_features, None)
-
-    def fit_validated(self, data: Interactions, item_features: np.ndarray | None,
-                      valid_histories: Sequence[np.ndarray], valid_targets: np.ndarray,
-                      valid_users: np.ndarray | None = None) -> "SASRec":
-        """Train up to `epochs`, checking NDCG@10 on the validation targets every `eval_every` epochs; keep
-        the best weights and record their epoch count in `tuned` for a refit."""
-        return self._train(data, item_features, (valid_histories, valid_targets))
 
     def _train(self, data: Interactions, item_features: np.ndarray | None,
                valid: tuple[Sequence[np.ndarray], np.ndarray] | None) -> "SASRec":
@@ -175,26 +155,6 @@ class SASRec(Recommender):
             out = self._net(torch.as_tensor(padded[:, -width:])).numpy().astype(np.float32)
         out[empty] = 0.0
         return out
-
-    def save(self, path):  # type: ignore[override]
-        import torch
-        from pathlib import Path
-
-        super().save(path)
-        torch.save(self._net.state_dict(), Path(path) / "net.pt")
-
-    @classmethod
-    def load(cls, path):  # type: ignore[override]
-        import torch
-        from pathlib import Path
-
-        model = super().load(path)
-        state = torch.load(Path(path) / "net.pt", weights_only=True)  # tensors only: no code runs on load
-        text = state["text_vectors"][1:].numpy() if "text_vectors" in state else None
-        model._net = model._build(model._require_data().n_items, text)
-        model._net.load_state_dict(state)
-        model._net.eval()
-        return model
 
 
 class SASRecID(SASRec):

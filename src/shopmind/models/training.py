@@ -13,6 +13,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..data.interactions import Interactions
+from .base import Recommender
+
 
 class Tracker:
     """Scalars to TensorBoard when a log folder is given; a no-op otherwise (and when tensorboard is missing)."""
@@ -74,3 +77,55 @@ class EarlyStopping:
             self.best, self.best_epoch, self.state = value, epoch, copy.deepcopy(state)
             return False
         return epoch - self.best_epoch >= self.patience
+
+
+class SequenceNetModel(Recommender):
+    """Shared by the PyTorch models over item sequences (SASRec, two-tower): padding, the fit entry points
+    and persistence of the network's state dict (loaded tensors-only: no code runs on load). Subclasses
+    set `max_len` and implement `_build(n_items, text)` and `_train(data, item_features, valid)`."""
+
+    max_len: int
+
+    def _pad(self, seqs: Sequence[np.ndarray]) -> np.ndarray:
+        """Left-padded (index + 1) arrays of the last max_len items; 0 is padding."""
+        out = np.zeros((len(seqs), self.max_len), np.int64)
+        for r, s in enumerate(seqs):
+            s = np.asarray(s[-self.max_len:], np.int64) + 1
+            if len(s):
+                out[r, -len(s):] = s
+        return out
+
+    def fit(self, data: Interactions, item_features: np.ndarray | None = None) -> "SequenceNetModel":
+        return self._train(data, item_features, None)
+
+    def fit_validated(self, data: Interactions, item_features: np.ndarray | None,
+                      valid_histories: Sequence[np.ndarray], valid_targets: np.ndarray,
+                      valid_users: np.ndarray | None = None) -> "SequenceNetModel":
+        """Train up to `epochs` with early stopping on validation NDCG@10; keep the best weights and record
+        their epoch count in `tuned` for a refit."""
+        return self._train(data, item_features, (valid_histories, valid_targets))
+
+    def _build(self, n_items: int, text: np.ndarray | None) -> Any:
+        raise NotImplementedError
+
+    def _train(self, data: Interactions, item_features: np.ndarray | None,
+               valid: tuple[Sequence[np.ndarray], np.ndarray] | None) -> "SequenceNetModel":
+        raise NotImplementedError
+
+    def save(self, path):  # type: ignore[override]
+        import torch
+
+        super().save(path)
+        torch.save(self._net.state_dict(), Path(path) / "net.pt")
+
+    @classmethod
+    def load(cls, path):  # type: ignore[override]
+        import torch
+
+        model = super().load(path)
+        state = torch.load(Path(path) / "net.pt", weights_only=True)
+        text = state["text_vectors"][1:].numpy() if "text_vectors" in state else None
+        model._net = model._build(model._require_data().n_items, text)
+        model._net.load_state_dict(state)
+        model._net.eval()
+        return model

@@ -21,24 +21,23 @@ from typing import Sequence
 import numpy as np
 
 from ..data.interactions import Interactions
-from .base import Recommender
-from .training import EarlyStopping, Tracker, ndcg_at_10, valid_sample
+from .training import EarlyStopping, SequenceNetModel, Tracker, ndcg_at_10, valid_sample
 
 
-class TwoTower(Recommender):
+class TwoTower(SequenceNetModel):
     name = "twotower"
     supports_cold_users = True
     supports_cold_items = True
 
     def __init__(self, dim: int = 64, max_len: int = 50, dropout: float = 0.4, epochs: int = 60,
                  batch_size: int = 256, lr: float = 2e-3, weight_decay: float = 0.1, use_text: bool = True,
-                 id_dropout: float = 0.0, full_softmax_items: int = 100_000, eval_every: int = 2, patience: int = 6,
+                 full_softmax_items: int = 100_000, eval_every: int = 2, patience: int = 6,
                  valid_max: int = 5000, log_dir: str | None = None, seed: int = 0) -> None:
         super().__init__(seed)
         self.dim, self.max_len, self.dropout, self.epochs = dim, max_len, dropout, epochs
         self.batch_size, self.lr, self.weight_decay, self.use_text = batch_size, lr, weight_decay, use_text
         self.full_softmax_items, self.eval_every, self.patience = full_softmax_items, eval_every, patience
-        self.valid_max, self.log_dir, self.id_dropout = valid_max, log_dir, id_dropout
+        self.valid_max, self.log_dir = valid_max, log_dir
         self.tuned: dict[str, int] = {}
         self.history: list[dict[str, float]] = []
 
@@ -66,11 +65,8 @@ class TwoTower(Recommender):
                 self.norm = nn.LayerNorm(dim)
                 self.drop = nn.Dropout(dropout)
 
-            def item_table(self, id_dropout: float = 0.0) -> torch.Tensor:
+            def item_table(self) -> torch.Tensor:
                 table = self.items.weight
-                if id_dropout and self.text is not None:  # some items show only their text this batch
-                    keep = (torch.rand(table.shape[0], 1) >= id_dropout).to(table.dtype)
-                    table = table * keep
                 if self.text is not None:
                     table = table + self.text(self.text_vectors)
                 return table
@@ -93,23 +89,6 @@ class TwoTower(Recommender):
                 return self.users(seqs, table)[:, -1, :] @ table[1:].T + self.bias
 
         return Net()
-
-    def _pad(self, seqs: Sequence[np.ndarray]) -> np.ndarray:
-        out = np.zeros((len(seqs), self.max_len), np.int64)
-        for r, s in enumerate(seqs):
-            s = np.asarray(s[-self.max_len:], np.int64) + 1
-            if len(s):
-                out[r, -len(s):] = s
-        return out
-
-    def fit(self, data: Interactions, item_features: np.ndarray | None = None) -> "TwoTower":
-        return self._train(data, item_features, None)
-
-    def fit_validated(self, data: Interactions, item_features: np.ndarray | None,
-                      valid_histories: Sequence[np.ndarray], valid_targets: np.ndarray,
-                      valid_users: np.ndarray | None = None) -> "TwoTower":
-        """Early stopping on validation NDCG@10; the best epoch count goes to `tuned` for the refit."""
-        return self._train(data, item_features, (valid_histories, valid_targets))
 
     def _train(self, data: Interactions, item_features: np.ndarray | None,
                valid: tuple[Sequence[np.ndarray], np.ndarray] | None) -> "TwoTower":
@@ -143,7 +122,7 @@ class TwoTower(Recommender):
                 b = batches[bi]
                 width = int(lengths[b].max())
                 x, y = torch.as_tensor(inputs[b, -width:]), torch.as_tensor(targets[b, -width:])
-                table = self._net.item_table(self.id_dropout)
+                table = self._net.item_table()
                 h = self._net.users(x, table)
                 real = y >= 0
                 h, y = h[real], y[real]
@@ -210,26 +189,6 @@ class TwoTower(Recommender):
 
         with torch.no_grad():
             return self._net.item_table()[1:].numpy().copy()
-
-    def save(self, path):  # type: ignore[override]
-        import torch
-        from pathlib import Path
-
-        super().save(path)
-        torch.save(self._net.state_dict(), Path(path) / "net.pt")
-
-    @classmethod
-    def load(cls, path):  # type: ignore[override]
-        import torch
-        from pathlib import Path
-
-        model = super().load(path)
-        state = torch.load(Path(path) / "net.pt", weights_only=True)  # tensors only: no code runs on load
-        text = state["text_vectors"][1:].numpy() if "text_vectors" in state else None
-        model._net = model._build(model._require_data().n_items, text)
-        model._net.load_state_dict(state)
-        model._net.eval()
-        return model
 
 
 class TwoTowerID(TwoTower):

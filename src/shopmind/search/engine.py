@@ -62,8 +62,8 @@ class Intent:
         index = {n: i for i, n in enumerate(names)}
         self.item_group = np.array([index.get(n, -1) for n in leaves], np.int64)
         cents = np.zeros((len(names), vectors.shape[1] if vectors.ndim == 2 else 0), np.float32)
-        for g in range(len(names)):
-            cents[g] = vectors[self.item_group == g].mean(0)
+        grouped = self.item_group >= 0
+        np.add.at(cents, self.item_group[grouped], vectors[grouped])  # centroid direction: the sum is enough
         self.centroids = cents / np.maximum(np.linalg.norm(cents, axis=1, keepdims=True), 1e-12)
 
     def predict(self, query_vector: np.ndarray) -> np.ndarray:
@@ -95,7 +95,7 @@ class SearchEngine:
         self.intent = Intent(catalog, dense.vectors)
         self.ranker: LTRRanker | None = None
         self.log_priors: tuple[np.ndarray, np.ndarray] | None = None
-        self._title_terms = [analyze(t) for t in catalog.texts("title")]
+        self._title_terms = lexical.terms("title")  # analysed once, when the lexical index was built
         self._query_cache: dict[str, np.ndarray] = {}
 
     # -- building -------------------------------------------------------------------------------------------
@@ -246,11 +246,7 @@ class SearchEngine:
             top = np.flatnonzero(lex > 0)
             top = top[np.lexsort((top, -lex[top]))][:k]
             return [str(self.catalog.item_ids[r]) for r in top]
-        c = self.candidates(corrected, None, terms)
-        s = np.asarray(self.order(corrected, terms, c, mode), np.float64)
-        keep = np.isfinite(s)
-        rows, s = c.rows[keep], s[keep]
-        return [str(self.catalog.item_ids[r]) for r in rows[np.lexsort((rows, -s))][:k]]
+        return self.rank_candidates(corrected, terms, self.candidates(corrected, None, terms), mode, k)
 
     def tune_bm25(self, judgments: Judgments, grid: Sequence[tuple[float, float]] = ((0.9, 0.4), (1.2, 0.5),
                   (1.2, 0.75), (1.5, 0.6), (0.6, 0.3), (2.0, 0.75)), metric: Callable | None = None) -> dict[str, Any]:

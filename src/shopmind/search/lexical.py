@@ -50,6 +50,10 @@ class LexicalIndex:
             self._fields[name] = index
         return self
 
+    def terms(self, field: str) -> list[list[str]]:
+        """The analysed terms of every item in a field ([] per item when the field had no text)."""
+        return self._terms.get(field) or [[] for _ in range(self.n_docs)]
+
     @property
     def fields(self) -> list[str]:
         return list(self._fields)
