@@ -65,16 +65,21 @@ def test_evaluate_search_with_a_generic_judgments_file(store_copy, tmp_path: Pat
     path = tmp_path / "judgments.csv"
     path.write_text("\n".join(lines) + "\n")
     r = _run(store, env, "evaluate-search", "-d", "amazon2018-giftcards", "--judgments", str(path),
-             "--out", str(tmp_path / "out"), "--json")
+             "--out", str(tmp_path / "out"), "--finetune-steps", "3", "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
-    assert sum(res["queries"].values()) == 120 and set(res["results"]) == {"bm25", "dense", "rrf", "hybrid", "ltr-text", "ltr"}
+    assert sum(res["queries"].values()) == 120 and set(res["results"]) == {
+        "bm25", "dense", "rrf", "hybrid", "ltr-text", "ltr", "dense-ft", "hybrid-ft", "ltr-ft"}
+    ft = res["tuned"]["finetuned"]["encoder"]
+    assert ft["steps"] == 3 and ft["encoded"] > 1000 and res["final"] == "ltr-ft"
     assert res["results"]["bm25"]["ndcg@10"] > 0.5  # brand names are in the titles
     for f in res["files"].values():
         assert Path(f).is_file()
     assert (Path(res["tuning_saved"]) / "search.json").is_file()
     r = _run(store, env, "search", "amazon", "-d", "amazon2018-giftcards", "--json")
-    assert json.loads(r.stdout)["mode"] == "ltr" and json.loads(r.stdout)["engine"]["tuning"]["ranker"]
+    engine = json.loads(r.stdout)["engine"]
+    assert json.loads(r.stdout)["mode"] == "ltr" and engine["tuning"]["ranker"]
+    assert engine["encoder"]["model"] == ft["folder"] == engine["tuning"]["encoder"] and engine["encoded"] == 0
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
     r = _run(store, env, "evaluate-search", "-d", "amazon2018-giftcards", "--judgments", str(bad))

@@ -25,6 +25,7 @@ from . import metrics as M
 from . import report
 
 SYSTEMS = ("bm25", "dense", "rrf", "hybrid", "ltr-text", "ltr")
+FINETUNED = ("dense-ft", "hybrid-ft", "ltr-ft")  # the same after fine-tuning the encoder on training queries
 StepFn = Callable[[str], None]
 
 
@@ -104,7 +105,11 @@ def evaluate_systems(engine: SearchEngine, systems: dict[str, Callable[[], None]
 
 
 def run(store: Store, engine: SearchEngine, dataset: str, judgments: pd.DataFrame | None = None,
-        on_step: StepFn | None = None, seed: int = 0) -> dict[str, Any]:
+        on_step: StepFn | None = None, seed: int = 0,
+        finetune: Callable[[SearchEngine, Judgments], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """finetune(engine, train): fine-tunes the encoder on the training queries and switches the engine's
+    dense leg to it (search.build.finetune_encoder); when given, the dense, hybrid and learned systems are
+    measured again with it (the *-ft rows) and the learned one with it is the final system."""
     step = on_step or (lambda msg: None)
     df, parts = split_judgments(store, engine, dataset, judgments)
     train, valid, test = parts["train"], parts["valid"], parts["test"]
@@ -136,6 +141,21 @@ def run(store: Store, engine: SearchEngine, dataset: str, judgments: pd.DataFram
                                         "ltr-text": use("ltr", text_ranker), "ltr": use("ltr", full_ranker, full_priors)},
                                test)
     engine.ranker, engine.log_priors = full_ranker, full_priors
+    tuned_ft: dict[str, Any] = {}
+    if finetune is not None:
+        step("fine-tuning the encoder on the training queries")
+        tuned_ft["encoder"] = finetune(engine, train)
+        engine.prime(list(train) + list(valid) + list(test))
+        step("tuning the fusion weight with the fine-tuned encoder")
+        tuned_ft["alpha"] = engine.tune_alpha(train)["best"]["alpha"]
+        step("learning to rank with the fine-tuned encoder")
+        tuned_ft["ltr"] = engine.fit_ranker(train, valid, log_priors=True)
+        step(f"{len(FINETUNED)} fine-tuned systems on {len(test):,} test queries")
+        ft_ranker, ft_priors = engine.ranker, engine.log_priors
+        results.update({f"{name}-ft": r for name, r in evaluate_systems(
+            engine, {"dense": use("dense"), "hybrid": use("hybrid"), "ltr": use("ltr", ft_ranker, ft_priors)},
+            test).items()})
+        engine.ranker, engine.log_priors = ft_ranker, ft_priors
     base = results["bm25"]["_per_query"]
     paired = {}
     for system, r in results.items():
@@ -146,12 +166,14 @@ def run(store: Store, engine: SearchEngine, dataset: str, judgments: pd.DataFram
         paired[system] = M.paired_bootstrap(a, b, seed=seed)
     for r in results.values():
         r.pop("_per_query")
-    best = results["ltr"]
+    final = "ltr-ft" if finetune is not None else "ltr"  # fixed in advance, never picked on the test queries
+    best = results[final]
     return {
         "dataset": dataset, "items": len(engine.catalog), "dense_index": engine.dense.kind,
         "queries": {p: len(parts[p]) for p in parts}, "judgments": int(len(df)),
         "tuned": {"bm25": bm25["best"], "alpha": alpha["best"]["alpha"], "ltr": {k: v for k, v in ltr.items()},
-                  "ltr_text": {k: v for k, v in ltr_text.items() if k != "importance"}},
+                  "ltr_text": {k: v for k, v in ltr_text.items() if k != "importance"}, **({"finetuned": tuned_ft} if tuned_ft else {})},
+        "final": final,
         "results": results, "paired_ndcg@10_vs_bm25": paired,
         "ratios": {"ndcg@10": best["ndcg@10"] / max(results["bm25"]["ndcg@10"], 1e-12),
                    "recall@100": best["recall@100"] / max(results["bm25"]["recall@100"], 1e-12),
@@ -171,7 +193,9 @@ def markdown(result: dict[str, Any]) -> str:
              "| system | NDCG@10 | Recall@100 | re-rank NDCG@10 | re-rank lift over random |", "|---|---|---|---|---|"]
     labels = {"bm25": "BM25 (tuned, product analyzer)", "dense": "dense (MiniLM)",
               "rrf": "reciprocal rank fusion (equal weights)", "hybrid": "hybrid score fusion (tuned weight)",
-              "ltr-text": "+ LambdaRank, text features only", "ltr": "+ LambdaRank with search-log priors"}
+              "ltr-text": "+ LambdaRank, text features only", "ltr": "+ LambdaRank with search-log priors",
+              "dense-ft": "dense, fine-tuned encoder", "hybrid-ft": "hybrid, fine-tuned encoder",
+              "ltr-ft": "+ LambdaRank with priors, fine-tuned encoder"}
     for system, r in result["results"].items():
         lines.append(f"| {labels.get(system, system)} | {r['ndcg@10']:.4f} | {r['recall@100']:.4f} | "
                      f"{r['rerank_ndcg@10']:.4f} | {r['rerank_lift']:.4f} |")
@@ -182,7 +206,16 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [f"| {s} | {c['diff']:+.4f} | [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] |"
               for s, c in result["paired_ndcg@10_vs_bm25"].items()]
     r = result["ratios"]
-    lines += ["", f"Best system vs BM25: NDCG@10 ×{r['ndcg@10']:.3f}, Recall@100 ×{r['recall@100']:.3f}, "
+    ft = result["tuned"].get("finetuned")
+    if ft:
+        e = ft["encoder"]
+        lines += ["", f"Fine-tuned encoder: {e['steps']} steps of {e['queries_per_step']} training queries × "
+                      f"{e['items_per_query']} judged items (in-batch negatives + graded pairs), loss "
+                      f"{e['loss_first_50']} → {e['loss_last_50']}, {e['seconds']} s"
+                      f"{' (reused from an earlier run)' if e.get('reused') else ''}; catalog re-encoded in {e['encode_seconds']} s "
+                      f"({e['encoded']:,} texts encoded, {e['encoder'].get('backend')}); "
+                      f"fusion weight alpha={ft['alpha']}, ranker {ft['ltr']['trees']} trees."]
+    lines += ["", f"Final system ({result.get('final', 'ltr')}) vs BM25: NDCG@10 ×{r['ndcg@10']:.3f}, Recall@100 ×{r['recall@100']:.3f}, "
                   f"re-rank lift ×{r['rerank_lift']:.3f}."]
     imp = result["tuned"]["ltr"].get("importance", {})
     if imp:
@@ -199,16 +232,19 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     systems = list(result["results"])
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)
+    fig, axes = plt.subplots(1, 2, figsize=(4 + 0.9 * len(systems), 3.8), dpi=110)
     for ax, metric in zip(axes, ("ndcg@10", "recall@100")):
         values = [result["results"][s][metric] for s in systems]
-        ax.bar(systems, values, color=["#8C8C8C", "#DD8452", "#937860", "#4C72B0", "#55A868", "#C44E52"][:len(systems)])
+        palette = {"bm25": "#8C8C8C", "dense": "#DD8452", "rrf": "#937860", "hybrid": "#4C72B0", "ltr-text": "#55A868",
+                   "ltr": "#C44E52"}
+        ax.bar(systems, values, color=[palette.get(s.removesuffix("-ft"), "#8172B3") for s in systems],
+               edgecolor=["black" if s.endswith("-ft") else "none" for s in systems])
         ax.axhline(result["results"]["bm25"][metric], color="black", linestyle="--", linewidth=1)
         for x, v in enumerate(values):
             ax.text(x, v, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
         ax.set_title(f"{metric} on {result['queries']['test']:,} unseen queries")
-        ax.tick_params(axis="x", labelsize=8, rotation=15)
-    fig.suptitle(f"Search on {result['dataset']} (dashed: tuned BM25)")
+        ax.tick_params(axis="x", labelsize=8, rotation=30)
+    fig.suptitle(f"Search on {result['dataset']} (dashed: tuned BM25; outlined: fine-tuned encoder)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

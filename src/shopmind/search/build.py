@@ -16,7 +16,7 @@ from ..knowledge.encoders import Encoder
 from ..knowledge.tables import EmbeddingCache, ensure_tables
 from ..knowledge.text import ItemTextTemplate
 from .catalog import Catalog
-from .engine import SearchEngine
+from .engine import Judgments, SearchEngine
 from .ltr import LTRRanker
 
 ProgressFn = Callable[[str, int, int], None]
@@ -39,8 +39,10 @@ def load_engine(store: Store, settings: Settings, dataset: str, encoder: Encoder
     t0 = time.perf_counter()
     step("catalog", 0, 0)
     catalog = Catalog.load(store, dataset)
-    encoder = encoder or Encoder(k.model, k.backend, k.batch_size, k.max_length, k.min_agreement,
-                                 onnx_dir=settings.onnx_dir)
+    if encoder is None:  # a fine-tuned encoder saved with the tuning replaces the configured model
+        saved = _saved_tuning(settings, dataset).get("encoder")
+        model = saved if saved and Path(saved).is_dir() else k.model
+        encoder = _encoder(settings, model)
     texts = item_texts(store, catalog, dataset, k.item_template)
     t1 = time.perf_counter()
     step("item vectors", 0, len(texts))
@@ -55,6 +57,8 @@ def load_engine(store: Store, settings: Settings, dataset: str, encoder: Encoder
 
     engine = SearchEngine.build(catalog, vectors, encode, popularity, on_step=lambda m: step(m, 0, 0),
                                 encode_batch=lambda texts: encoder.encode(texts), **kwargs)
+    if Path(encoder.model).is_dir() and encoder.model != k.model:
+        engine.encoder_path = encoder.model
     tuned = load_tuning(engine, settings, dataset)
     t3 = time.perf_counter()
     report = {"items": len(catalog), "encoded": encoded, "dense_index": engine.dense.kind, "tuning": tuned,
@@ -62,6 +66,48 @@ def load_engine(store: Store, settings: Settings, dataset: str, encoder: Encoder
               "seconds": {"catalog": round(t1 - t0, 2), "vectors": round(t2 - t1, 2), "indexes": round(t3 - t2, 2),
                           "total": round(t3 - t0, 2)}}
     return engine, report
+
+
+def _encoder(settings: Settings, model: str) -> Encoder:
+    k = settings.knowledge
+    return Encoder(model, k.backend, k.batch_size, k.max_length, k.min_agreement, onnx_dir=settings.onnx_dir)
+
+
+def finetune_encoder(store: Store, settings: Settings, dataset: str, engine: SearchEngine, train: Judgments,
+                     steps: int = 300, on_step: ProgressFn | None = None, **params: Any) -> dict[str, Any]:
+    """Fine-tune the encoder on the training judgments (knowledge.finetune), re-encode the catalog with it
+    and switch the engine's dense leg to it. The model folder is named by a hash of the base model, the
+    pairs and the parameters, so the same training is done once; vectors go through the embedding cache."""
+    from ..knowledge.finetune import finetune_encoder as finetune, fingerprint
+
+    step = on_step or (lambda name, done, total: None)
+    k = settings.knowledge
+    texts = item_texts(store, engine.catalog, dataset, k.item_template)
+    pairs = {q: [(texts[engine.catalog.index[i]], float(g) - 1.0) for i, g in grades.items() if i in engine.catalog.index]
+             for q, grades in train.items()}
+    params = {"steps": steps, **params}
+    folder = tuning_dir(settings, dataset) / f"encoder-{fingerprint(k.model, pairs, **params)}"
+    t0 = time.perf_counter()
+    if (folder / "shopmind_finetune.json").is_file():
+        report = {**json.loads((folder / "shopmind_finetune.json").read_text()), "reused": True}
+    else:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        report = finetune(k.model, pairs, folder, progress=lambda d, t, loss: step(f"fine-tuning (loss {loss:.3f})", d, t),
+                          **params)
+    t1 = time.perf_counter()
+    encoder = _encoder(settings, str(folder))
+    step("item vectors (fine-tuned)", 0, len(texts))
+    vectors, encoded = EmbeddingCache(store, k.dtype).encode(encoder, texts,
+                                                             lambda d, t: step("item vectors (fine-tuned)", d, t))
+    engine.use_vectors(vectors, lambda text: encoder.encode([text])[0], lambda batch: encoder.encode(batch))
+    engine.encoder_path = str(folder)
+    return {**report, "folder": str(folder), "encoded": encoded, "encoder": encoder.describe(),
+            "encode_seconds": round(time.perf_counter() - t1, 1), "wall_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _saved_tuning(settings: Settings, dataset: str) -> dict[str, Any]:
+    path = tuning_dir(settings, dataset) / "search.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def tuning_dir(settings: Settings, dataset: str) -> Path:
@@ -73,7 +119,8 @@ def save_tuning(engine: SearchEngine, settings: Settings, dataset: str) -> Path:
     folder = tuning_dir(settings, dataset)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "search.json").write_text(json.dumps({"k1": engine.lexical.k1, "b": engine.lexical.b,
-                                                    "alpha": engine.alpha, "ranker": engine.ranker is not None}))
+                                                    "alpha": engine.alpha, "ranker": engine.ranker is not None,
+                                                    "encoder": engine.encoder_path}))
     if engine.ranker is not None:
         engine.ranker.save(folder / "ranker.txt")
     if engine.log_priors is not None:

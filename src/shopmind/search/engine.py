@@ -97,6 +97,7 @@ class SearchEngine:
         self.log_priors: tuple[np.ndarray, np.ndarray] | None = None
         self._title_terms = lexical.terms("title")  # analysed once, when the lexical index was built
         self._query_cache: dict[str, np.ndarray] = {}
+        self.encoder_path: str | None = None  # a fine-tuned encoder's folder, when the dense leg uses one
 
     # -- building -------------------------------------------------------------------------------------------
     @classmethod
@@ -111,6 +112,14 @@ class SearchEngine:
         step("spelling vocabulary")
         speller = SpellCorrector().build(t for f in ("title", "brand", "categories") for t in fields[f])
         return cls(catalog, lexical, dense, encode, speller, Synonyms.load(), popularity, **kwargs)
+
+    def use_vectors(self, vectors: np.ndarray, encode: Callable[[str], np.ndarray],
+                    encode_batch: Callable[[list[str]], np.ndarray] | None = None) -> None:
+        """Swap the dense leg to other item vectors and their query encoder (e.g. a fine-tuned model)."""
+        self.dense = DenseIndex().build(vectors)
+        self._encode, self._encode_batch = encode, encode_batch
+        self.intent = Intent(self.catalog, self.dense.vectors)
+        self._query_cache.clear()
 
     def query_vector(self, text: str) -> np.ndarray:
         v = self._query_cache.get(text)
