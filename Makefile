@@ -36,6 +36,8 @@ bench: install
 	$(BIN)/python bench/bench_recommenders.py
 	$(BIN)/python bench/trace_poprec_beauty.py
 	$(BIN)/python bench/bench_search.py
+	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_serving.py
 
 clean:
 	rm -rf $(VENV) shopmind.duckdb shopmind.duckdb.wal shopmind.rejects .pytest_cache

@@ -592,6 +592,135 @@ def evaluate_search(
               f"({result['seconds']['total']:.0f} s)")
 
 
+def _artifact_dir(settings: Settings, dataset: str) -> Path:
+    return settings.store.path.with_name(settings.store.path.name + ".artifacts") / dataset
+
+
+@app.command()
+def train(
+    dataset: str = typer.Option("amazon-scientific", "--dataset", "-d", help="Dataset (ingested and mined if needed)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Artifact folder (default: <store>.artifacts/<dataset>)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="unisrec or s3rec (default: the dataset's own)."),
+    sources: str = typer.Option("itemknn,sasrec,twotower,pop", "--sources", help="Candidate source models."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Train the recommendation pipeline (candidate sources + learned ranker), measure it on the test users
+    against each source alone, and write the artifact `shopmind serve` runs."""
+    from .evaluation import protocols
+    from .knowledge.mine import Miner, item_vectors_for
+    from .ranking.sources import DEFAULT_SOURCES
+    from .ranking.train import markdown, train_pipeline
+    from .search.build import tuning_dir
+    from .serving import artifact
+
+    def body() -> dict[str, Any]:
+        settings = state.settings()
+        names = [x.strip() for x in sources.split(",") if x.strip()]
+        config = {n: DEFAULT_SOURCES.get(n, {}) for n in names}
+        t0 = time.perf_counter()
+        with Store(settings.store.path) as store:
+            if dataset not in store.datasets():
+                _run_ingest(store, settings, dataset, quiet=as_json)
+            folder = settings.knowledge_dir / dataset
+            if not (folder / "item_vectors.npy").is_file():
+                with _step_progress(quiet=as_json) as on_step:
+                    Miner(store, settings.knowledge, settings.knowledge_dir, on_step=on_step,
+                          onnx_dir=settings.onnx_dir).run(dataset)
+            proto = protocols.build(store, dataset, protocol)
+            vectors = item_vectors_for(folder, proto.full.item_ids)
+            with err.status("train …") as status:
+                pipeline, report = train_pipeline(store, dataset, proto, vectors, config,
+                                                  on_step=lambda m: status.update(f"train {dataset}: {m}"))
+            tuned = tuning_dir(settings, dataset) / "search.json"
+            search_tuning = json.loads(tuned.read_text()) if tuned.is_file() else None
+            if search_tuning and search_tuning.get("encoder"):
+                search_tuning = {k: v for k, v in search_tuning.items() if k in ("k1", "b")}  # other vectors
+            target = out_dir or _artifact_dir(settings, dataset)
+            report["encoder"] = {"model": settings.knowledge.model, "max_length": settings.knowledge.max_length}
+            path = artifact.save(target, pipeline, store, dataset, report, search_tuning)
+        manifest = json.loads((path / "manifest.json").read_text())
+        manifest["encoder"] = report["encoder"]
+        (path / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        report["artifact"] = str(path)
+        report["seconds"]["wall"] = round(time.perf_counter() - t0, 1)
+        report["markdown"] = markdown(report)
+        return report
+
+    report = _guard(body)
+    if as_json:
+        _emit_json(report)
+        return
+    out.print(report.pop("markdown"))
+    out.print(f"artifact: {report['artifact']} ({report['seconds']['wall']:.0f} s); serve it with "
+              f"`shopmind serve {report['artifact']}`")
+
+
+@app.command()
+def serve(
+    artifact_dir: Optional[Path] = typer.Argument(None, help="Artifact folder (default: <store>.artifacts/<dataset>)."),
+    dataset: str = typer.Option("amazon-scientific", "--dataset", "-d", help="Dataset whose default artifact to serve."),
+    host: Optional[str] = typer.Option(None, "--host", help="Interface (default from settings: 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, "--port", min=1, max=65535, help="Port (default from settings: 8000)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, max=64, help="Worker processes (default from "
+                                          "settings: 1; one per core serves most); they share the event log, so "
+                                          "each sees every acknowledged event."),
+) -> None:
+    """Run the HTTP API (search, recommendations, events) over a trained artifact. POST /admin/reload swaps in
+    a new artifact without dropping requests; the event log lives in serving.state_dir."""
+    from .serving.server import ensure_quiet_threads
+
+    ensure_quiet_threads()
+
+    def body() -> None:
+        from .serving.server import serve as run
+
+        settings = state.settings()
+        folder = artifact_dir or _artifact_dir(settings, dataset)
+        err.print(f"loading {folder} …")
+        run(folder, settings, host, port, workers)
+
+    _guard(body)
+
+
+keys_app = typer.Typer(help="API keys for write (events) and admin (reload, forget users) endpoints.",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(name: str = typer.Argument(..., help="A name for the key (who or what uses it)."),
+                scope: str = typer.Option("write", "--scope", help="write or admin.")) -> None:
+    """Create a key; it is printed once and stored only as a salted hash."""
+    from .serving.auth import KeyStore
+    from .serving.server import keys_path
+
+    def body() -> str:
+        return KeyStore(keys_path(state.settings())).create(name, scope)
+
+    out.print(_guard(body))
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Names and scopes of the keys (never the keys)."""
+    from .serving.auth import KeyStore
+    from .serving.server import keys_path
+
+    for e in _guard(lambda: KeyStore(keys_path(state.settings())).names()):
+        out.print(f"{e['name']}\t{e['scope']}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str = typer.Argument(...)) -> None:
+    """Remove a key; a running server picks it up on reload or restart."""
+    from .serving.auth import KeyStore
+    from .serving.server import keys_path
+
+    if not _guard(lambda: KeyStore(keys_path(state.settings())).revoke(name)):
+        err.print(f"[bold red]error:[/] no key named {name!r}")
+        raise typer.Exit(2)
+
+
 @contextmanager
 def _step_progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
     """A progress display for named steps: a bar when a step reports totals, a spinner line otherwise."""

@@ -59,11 +59,28 @@ class KnowledgeSettings(_Section):
     onnx_dir: Path | None = None
 
 
+class ServingSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    state_dir: Path | None = None  # event log and API keys; default <store>.serving
+    open_reads: bool = True  # read endpoints without an API key
+    max_batch: int = Field(1000, ge=1, le=100_000)  # events per POST /events
+    max_k: int = Field(100, ge=1, le=1000)
+    max_page: int = Field(50, ge=1, le=10_000)
+    diversity: float = Field(0.2, ge=0, le=1)
+    category_cap: int = Field(0, ge=0, le=1000)
+    explore: bool = True
+    torch_threads: int = Field(1, ge=1, le=256)
+    workers: int = Field(1, ge=1, le=64)  # processes; they share the event log
+    cpu_threads: int = Field(0, ge=0, le=256)  # threads per worker for CPU-bound requests; 0 = auto
+
+
 class Settings(_Section):
     store: StoreSettings = Field(default_factory=StoreSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
 
     @property
     def knowledge_dir(self) -> Path:
@@ -72,6 +89,10 @@ class Settings(_Section):
     @property
     def onnx_dir(self) -> Path:
         return self.knowledge.onnx_dir or Path(user_cache_dir("shopmind")) / "onnx"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.serving.state_dir or self.store.path.with_name(self.store.path.name + ".serving")
 
     @property
     def cache_dir(self) -> Path:
@@ -87,7 +108,8 @@ class Settings(_Section):
         if d["ingest"]["user_id_salt"]:
             d["ingest"]["user_id_salt"] = "***"
         d["derived"] = {"cache_dir": str(self.cache_dir), "rejects_dir": str(self.rejects_dir),
-                        "knowledge_dir": str(self.knowledge_dir), "onnx_dir": str(self.onnx_dir)}
+                        "knowledge_dir": str(self.knowledge_dir), "onnx_dir": str(self.onnx_dir),
+                        "state_dir": str(self.state_dir)}
         return d
 
 

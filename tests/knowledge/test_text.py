@@ -62,5 +62,5 @@ def test_mmr_prefers_diverse_candidates() -> None:
     doc = np.array([1.0, 0.0, 0.0])
     cands = np.array([[0.99, 0.14, 0.0], [0.98, 0.2, 0.0], [0.6, 0.0, 0.8]])
     cands /= np.linalg.norm(cands, axis=1, keepdims=True)
-    assert mmr(doc, cands, 2, diversity=0.0) == [0, 1]
-    assert mmr(doc, cands, 2, diversity=0.7) == [0, 2]
+    assert mmr(cands @ doc, cands, 2, diversity=0.0) == [0, 1]
+    assert mmr(cands @ doc, cands, 2, diversity=0.7) == [0, 2]

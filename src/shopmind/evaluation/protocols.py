@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from ..data.interactions import Interactions
 from ..data.splits import given_split, leave_one_out
@@ -35,6 +36,7 @@ class Protocol:
     valid: Cases
     full: Interactions  # train + valid: refit here for the test
     test: Cases
+    frame: pd.DataFrame | None = None  # the split events (user_id, item_id, timestamp, ..., split)
 
 
 PROTOCOLS = {
@@ -88,7 +90,7 @@ def build(store: Store, dataset: str, protocol: str | None = None, mask_history:
         return Cases(users, [base.sequences[u] for u in users], targets)
 
     return Protocol(f"{name}{'' if mask == PROTOCOLS[name][1] else ('+mask' if mask else '-mask')}", mask,
-                    train, cases("valid", train), full, cases("test", full))
+                    train, cases("valid", train), full, cases("test", full), df)
 
 
 def cold_items(protocol: Protocol, share: float = 0.1, seed: int = 0) -> tuple[Interactions, Cases, np.ndarray]:

@@ -130,17 +130,25 @@ def top_terms(matrix: sp.csr_matrix, vocab: np.ndarray, row: int, k: int) -> lis
     return [str(vocab[idx[i]]) for i in order]
 
 
-def mmr(doc: np.ndarray, candidates: np.ndarray, k: int, diversity: float = 0.5) -> list[int]:
-    """Maximal marginal relevance: pick k candidates close to doc but not to each other (KeyBERT's MMR)."""
-    if len(candidates) == 0:
+def mmr(relevance: np.ndarray, vectors: np.ndarray, k: int, diversity: float = 0.5) -> list[int]:
+    """Maximal marginal relevance (Carbonell & Goldstein, 1998): greedily pick the candidate maximising
+    (1 - diversity) * relevance - diversity * (max cosine to those already picked). Returns positions.
+    Vectorised: one matrix-vector product per pick, so it also serves re-ranking at request time."""
+    relevance = np.asarray(relevance, np.float64)
+    n = len(relevance)
+    if n == 0 or k <= 0:
         return []
-    relevance = candidates @ doc
+    v = np.asarray(vectors, np.float32)
     chosen = [int(np.argmax(relevance))]
-    sim = candidates @ candidates.T
-    while len(chosen) < min(k, len(candidates)):
-        rest = [i for i in range(len(candidates)) if i not in chosen]
-        scores = (1 - diversity) * relevance[rest] - diversity * sim[np.ix_(rest, chosen)].max(axis=1)
-        chosen.append(rest[int(np.argmax(scores))])
+    max_sim = (v @ v[chosen[0]]).astype(np.float64)
+    free = np.ones(n, bool)
+    free[chosen[0]] = False
+    while len(chosen) < min(k, n):
+        gain = np.where(free, (1 - diversity) * relevance - diversity * max_sim, -np.inf)
+        nxt = int(np.argmax(gain))  # ties: the earlier position
+        chosen.append(nxt)
+        free[nxt] = False
+        max_sim = np.maximum(max_sim, v @ v[nxt])
     return chosen
 
 
@@ -158,6 +166,7 @@ def keywords(matrix: sp.csr_matrix, vocab: np.ndarray, doc_vectors: np.ndarray,
         if not terms:
             out.append([])
             continue
-        picked = mmr(doc_vectors[r], vectors[[pos[t] for t in terms]], k, diversity)
+        cand = vectors[[pos[t] for t in terms]]
+        picked = mmr(cand @ doc_vectors[r], cand, k, diversity)
         out.append([terms[i] for i in picked])
     return out

@@ -97,7 +97,8 @@ class Recommender(ABC):
         model = cls(**meta["params"])
         arrays = np.load(path / "arrays.npz", allow_pickle=False)
         bounds = np.concatenate([[0], np.cumsum(arrays["seq_lengths"])])
-        seqs = [arrays["seq_items"][bounds[i]:bounds[i + 1]] for i in range(len(bounds) - 1)]
+        items = arrays["seq_items"]  # read once: every [] on an NpzFile reads and decompresses the array again
+        seqs = [items[bounds[i]:bounds[i + 1]] for i in range(len(bounds) - 1)]
         model.data = Interactions(arrays["user_ids"].astype(object), arrays["item_ids"].astype(object), seqs)
         for a in cls._arrays:
             setattr(model, a, arrays[a])

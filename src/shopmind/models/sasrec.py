@@ -42,6 +42,7 @@ class SASRec(SequenceNetModel):
         class Net(nn.Module):
             def __init__(self) -> None:
                 super().__init__()
+                self.frozen: torch.Tensor | None = None
                 self.items = nn.Embedding(n_items + 1, dim, padding_idx=0)
                 nn.init.normal_(self.items.weight, std=0.02)
                 self.text = None
@@ -57,10 +58,20 @@ class SASRec(SequenceNetModel):
                 self.drop = nn.Dropout(dropout)
 
             def item_table(self) -> torch.Tensor:
+                # At inference the table is constant: computed once (the text projection of every item
+                # costs milliseconds per request); any train()/eval() switch or weight edit drops it.
+                if not self.training and not torch.is_grad_enabled() and self.frozen is not None:
+                    return self.frozen
                 table = self.items.weight
                 if self.text is not None:
                     table = table + self.text(self.text_vectors)
+                if not self.training and not torch.is_grad_enabled():
+                    self.frozen = table
                 return table
+
+            def train(self, mode: bool = True) -> "Net":
+                self.frozen = None
+                return super().train(mode)
 
             def hidden(self, seqs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
                 length = seqs.shape[1]
@@ -142,6 +153,7 @@ class SASRec(SequenceNetModel):
         unseen = torch.as_tensor(data.item_popularity() == 0)
         with torch.no_grad():
             self._net.items.weight[1:][unseen] = 0.0
+        self._net.frozen = None
         return self
 
     def score(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> np.ndarray:

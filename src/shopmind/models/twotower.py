@@ -50,6 +50,7 @@ class TwoTower(SequenceNetModel):
         class Net(nn.Module):
             def __init__(self) -> None:
                 super().__init__()
+                self.frozen: torch.Tensor | None = None
                 self.items = nn.Embedding(n_items + 1, dim, padding_idx=0)
                 nn.init.normal_(self.items.weight, std=0.02)
                 self.bias = nn.Parameter(torch.zeros(n_items))
@@ -66,10 +67,20 @@ class TwoTower(SequenceNetModel):
                 self.drop = nn.Dropout(dropout)
 
             def item_table(self) -> torch.Tensor:
+                # At inference the table is constant: computed once (the text projection of every item
+                # costs milliseconds per request); any train()/eval() switch or weight edit drops it.
+                if not self.training and not torch.is_grad_enabled() and self.frozen is not None:
+                    return self.frozen
                 table = self.items.weight
                 if self.text is not None:
                     table = table + self.text(self.text_vectors)
+                if not self.training and not torch.is_grad_enabled():
+                    self.frozen = table
                 return table
+
+            def train(self, mode: bool = True) -> "Net":
+                self.frozen = None
+                return super().train(mode)
 
             def users(self, seqs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
                 """f(u) at every position of left-padded sequences (B, L) -> (B, L, dim)."""
@@ -170,6 +181,7 @@ class TwoTower(SequenceNetModel):
             self._net.items.weight[1:][torch.as_tensor(unseen)] = 0.0
             fill = self._net.bias[torch.as_tensor(~unseen)].mean()
             self._net.bias[torch.as_tensor(unseen)] = fill
+        self._net.frozen = None
 
     def score(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> np.ndarray:
         import torch

@@ -1,0 +1,165 @@
+"""The trained artifact `shopmind train` writes and `shopmind serve` loads: everything serving needs, with
+no store connection at run time (the store stays free for ingestion while a server runs).
+
+    manifest.json      dataset, creation time, versions, what was trained, the evaluation summary
+    sources/<name>/    the candidate models (refitted on train + valid)
+    ranker.txt         the LightGBM ranker
+    pipeline.json      candidate depth and blend weights
+    items.parquet      the catalog in model row order (fields, category path, knowledge card)
+    item_info.npz      popularity, prices, first-seen times and L2-normalised LM vectors per item row
+    users.npz          every user's item history (all events, in order) and purchases
+    search.json        search tuning (BM25 k1/b, fusion weight) when judgments were learned from
+    evaluation.{json,md}
+A folder is written as <dir>.tmp and renamed when complete, so a server never loads half an artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..data.store import Store
+from ..ranking.features import ItemInfo
+from ..ranking.pipeline import RankingPipeline
+from ..ranking.sources import Sources
+from ..search.catalog import Catalog
+from ..search.ltr import LTRRanker
+
+FORMAT = 1
+PURCHASE_TYPES = ("purchase",)
+
+
+class ArtifactError(RuntimeError):
+    """A folder that is not a complete shopmind artifact."""
+
+
+@dataclass
+class Artifact:
+    folder: Path
+    manifest: dict[str, Any]
+    pipeline: RankingPipeline
+    catalog: Catalog
+    cards: list[dict[str, Any]]
+    histories: dict[str, list[int]]
+    purchases: dict[str, set[int]]
+    search_tuning: dict[str, Any] | None
+
+    @property
+    def dataset(self) -> str:
+        return str(self.manifest["dataset"])
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        return self.catalog.item_ids
+
+
+def _catalog_frame(store: Store, dataset: str, item_ids: np.ndarray) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    cat = Catalog.load(store, dataset).frame.set_index("item_id")
+    cards = dict(store.con.execute("SELECT item_id, card FROM knowledge_cards WHERE dataset = ?", [dataset]).fetchall()) \
+        if "knowledge_cards" in {t[0] for t in store.con.execute("SELECT table_name FROM information_schema.tables").fetchall()} else {}
+    frame = cat.reindex([str(i) for i in item_ids])
+    frame.index.name = "item_id"
+    frame = frame.reset_index()
+    frame["path"] = [p if isinstance(p, list) else [] for p in frame["path"]]
+    frame["attrs"] = [a if isinstance(a, dict) else {} for a in frame["attrs"]]
+    card_list = [json.loads(cards[i]) if i in cards else {} for i in frame["item_id"]]
+    return frame, card_list
+
+
+def save(folder: str | Path, pipeline: RankingPipeline, store: Store, dataset: str, report: dict[str, Any],
+         search_tuning: dict[str, Any] | None = None) -> Path:
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    data = pipeline.sources.data
+    pipeline.sources.save(tmp / "sources")
+    if pipeline.ranker is not None:
+        pipeline.ranker.save(tmp / "ranker.txt")
+    (tmp / "pipeline.json").write_text(json.dumps({"per_source": pipeline.per_source, "depth": pipeline.depth,
+                                                   "blend": pipeline.blend}))
+    frame, cards = _catalog_frame(store, dataset, data.item_ids)
+    out = frame[["item_id", "title", "description", "brand", "price"]].copy()
+    out["path"] = [json.dumps(p) for p in frame["path"]]
+    out["attrs"] = [json.dumps(a) for a in frame["attrs"]]
+    out["card"] = [json.dumps(c) for c in cards]
+    out.to_parquet(tmp / "items.parquet", index=False)
+    info = pipeline.info
+    groups = info.groups if info.groups is not None else sp.csr_matrix((info.n_items, 1), dtype=np.float32)
+    np.savez(tmp / "item_info.npz", popularity=info.popularity, recent=info.recent, price=info.price,
+             first_seen=info.first_seen, reference_time=np.array([info.reference_time]), vectors=info.vectors,
+             g_data=groups.data, g_indices=groups.indices, g_indptr=groups.indptr, g_shape=np.array(groups.shape))
+    index = {str(i): r for r, i in enumerate(data.item_ids)}
+    events = store.table("SELECT user_id, item_id, type FROM events WHERE dataset = ? AND item_id IS NOT NULL "
+                         "ORDER BY user_id, timestamp NULLS FIRST, seq NULLS FIRST, event_id", [dataset])
+    events = events[events["item_id"].astype(str).isin(index)]
+    rows = events["item_id"].astype(str).map(index).to_numpy(np.int64)
+    users, starts = np.unique(events["user_id"].astype(str).to_numpy(), return_index=True)
+    bought = events["type"].isin(PURCHASE_TYPES).to_numpy()
+    np.savez(tmp / "users.npz", users=users.astype(str), starts=np.append(starts, len(events)), rows=rows, bought=bought)
+    if search_tuning:
+        (tmp / "search.json").write_text(json.dumps(search_tuning))
+    (tmp / "evaluation.json").write_text(json.dumps(report, indent=1, default=str))
+    from ..ranking.train import markdown
+
+    (tmp / "evaluation.md").write_text(markdown(report))
+    from .. import __version__
+
+    manifest = {"format": FORMAT, "dataset": dataset, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "shopmind": __version__, "items": int(len(data.item_ids)), "users": int(len(users)),
+                "events": int(len(events)), "sources": pipeline.sources.names, "ranker": pipeline.ranker is not None,
+                "summary": {n: {k: round(v, 4) for k, v in r.items() if k in ("recall@10", "ndcg@10", "recall@50")}
+                            for n, r in report.get("results", {}).items()}}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    if folder.exists():
+        old = folder.with_name(folder.name + f".old-{int(time.time())}")
+        folder.rename(old)
+        tmp.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(folder)
+    return folder
+
+
+def load(folder: str | Path) -> Artifact:
+    folder = Path(folder)
+    if not (folder / "manifest.json").is_file():
+        raise ArtifactError(f"{folder}: not a shopmind artifact (no manifest.json; create one with `shopmind train`)")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{folder}: artifact format {manifest.get('format')} is not {FORMAT}; train it again")
+    sources = Sources.load(folder / "sources")
+    z = np.load(folder / "item_info.npz", allow_pickle=False)
+    groups = sp.csr_matrix((z["g_data"], z["g_indices"], z["g_indptr"]), shape=tuple(z["g_shape"]))
+    info = ItemInfo(z["popularity"], z["recent"], z["price"], z["first_seen"], float(z["reference_time"][0]),
+                    z["vectors"], groups)
+    ranker = LTRRanker.load(folder / "ranker.txt") if (folder / "ranker.txt").is_file() else None
+    p = json.loads((folder / "pipeline.json").read_text())
+    pipeline = RankingPipeline(sources, info, ranker, per_source=p["per_source"], depth=p["depth"], blend=p["blend"])
+    items = pd.read_parquet(folder / "items.parquet")
+    items["path"] = [json.loads(s) for s in items["path"]]
+    items["attrs"] = [json.loads(s) for s in items["attrs"]]
+    cards = [json.loads(s) for s in items.pop("card")]
+    catalog = Catalog(items)
+    if list(catalog.item_ids) != [str(i) for i in sources.data.item_ids]:
+        raise ArtifactError(f"{folder}: items.parquet does not match the models' item index")
+    u = np.load(folder / "users.npz", allow_pickle=False)
+    histories, purchases = {}, {}
+    starts, rows, bought = u["starts"], u["rows"], u["bought"]
+    for i, user in enumerate(u["users"]):
+        a, b = starts[i], starts[i + 1]
+        histories[str(user)] = rows[a:b].tolist()
+        if bought[a:b].any():
+            purchases[str(user)] = set(rows[a:b][bought[a:b]].tolist())
+    tuning = json.loads((folder / "search.json").read_text()) if (folder / "search.json").is_file() else None
+    return Artifact(folder, manifest, pipeline, catalog, cards, histories, purchases, tuning)

@@ -1,0 +1,108 @@
+"""Starting the service: load an artifact, attach the event log, build the search engine with the query
+encoder the artifact's vectors came from, and run uvicorn (one process: the online state is in memory,
+so every request sees every acknowledged event)."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings
+from ..ranking.rerank import RerankConfig
+from .artifact import load
+from .auth import KeyStore
+from .service import Service
+
+WORKER_ENV = "SHOPMIND_SERVE_WORKER"
+
+
+def keys_path(settings: Settings) -> Path:
+    return settings.state_dir / "api_keys.json"
+
+
+def load_service(folder: str | Path, settings: Settings, attach: bool = True, search: bool = True) -> Service:
+    artifact = load(folder)
+    encode = None
+    if search and artifact.pipeline.info.vectors.shape[1]:
+        from ..knowledge.encoders import Encoder
+
+        k = settings.knowledge
+        enc = artifact.manifest.get("encoder", {})
+        encoder = Encoder(enc.get("model", k.model), k.backend, k.batch_size, enc.get("max_length", k.max_length),
+                          k.min_agreement, onnx_dir=settings.onnx_dir, threads=settings.serving.torch_threads)
+
+        def encode(text: str) -> Any:
+            return encoder.encode([text])[0]
+
+        encode("warm up")  # load the model now, not on the first request
+    s = settings.serving
+    config = RerankConfig(diversity=s.diversity, category_cap=s.category_cap, explore=s.explore)
+    return Service(artifact, settings.state_dir / artifact.dataset, encode, config, attach=attach)
+
+
+def _build_app(folder: str | Path, settings: Settings) -> Any:
+    import torch
+
+    from .app import create_app
+
+    torch.set_num_threads(settings.serving.torch_threads)
+    current = {"folder": Path(folder)}
+
+    def loader(path: str | None) -> Service:
+        target = Path(path) if path else current["folder"]
+        service = load_service(target, settings, attach=False)
+        current["folder"] = target
+        return service
+
+    service = load_service(folder, settings)
+    # The loaded artifact is millions of long-lived objects; a full garbage collection walking them all
+    # stalls every request for a tenth of a second. Freezing moves them out of the collector's sight.
+    gc.collect()
+    gc.freeze()
+    keys = KeyStore(keys_path(settings))
+    if not len(keys):
+        logging.getLogger("shopmind.serving").warning(
+            "no API keys in %s: writes are refused until one is created (shopmind keys create NAME)", keys.path)
+    return create_app(service, keys, settings.serving, loader)
+
+
+def worker_app() -> Any:
+    """uvicorn factory for each worker process of `serve(workers > 1)`: the artifact and settings come
+    through the environment, since uvicorn starts workers by import string."""
+    spec = json.loads(os.environ[WORKER_ENV])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return _build_app(spec["folder"], Settings.model_validate(spec["settings"]))
+
+
+def serve(folder: str | Path, settings: Settings, host: str | None = None, port: int | None = None,
+          workers: int | None = None) -> None:
+    """Run the API until interrupted. OMP_WAIT_POLICY=PASSIVE must be set before torch loads (the CLI does).
+    workers > 1: that many processes, each with the whole model; they share the event log (see eventlog)."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host, port = host or settings.serving.host, port or settings.serving.port
+    workers = workers or settings.serving.workers
+    settings = settings.model_copy(update={"serving": settings.serving.model_copy(update={"workers": workers})})
+    options = dict(host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    if workers <= 1:
+        uvicorn.run(_build_app(folder, settings), **options)
+        return
+    load(folder)  # fail here, with one clear message, rather than in every worker
+    prom = settings.state_dir / "prometheus"
+    if prom.exists():
+        shutil.rmtree(prom)
+    prom.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
+    os.environ[WORKER_ENV] = json.dumps({"folder": str(folder), "settings": settings.model_dump(mode="json")})
+    uvicorn.run("shopmind.serving.server:worker_app", factory=True, workers=workers, **options)
+
+
+def ensure_quiet_threads() -> None:
+    """Set before torch/OpenMP start: spinning OpenMP threads make 2-core serving 25x slower."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

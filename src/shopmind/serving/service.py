@@ -1,0 +1,410 @@
+"""The service behind the HTTP API: a loaded artifact plus the online state that events change.
+
+Online state (in memory, rebuilt from the artifact and the event log at start):
+- every user's item history (artifact histories + live events), their purchases, forgotten users;
+- the exploration bandit's impressions and clicks per item, from events that reference a recommendation;
+- recent recommendation ids (bounded), so that impressions and clicks can be attributed.
+An acknowledged event is on disk (EventLog) and already applied here, so the very next request sees it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..ranking.bandit import ThompsonExplorer
+from ..ranking.explain import Explainer
+from ..ranking.rerank import RerankConfig, rerank
+from ..search.catalog import Filters
+from ..search.engine import SearchEngine
+from .artifact import Artifact
+from .eventlog import EventLog
+
+HISTORY_TYPES = {"view", "click", "add_to_cart", "purchase", "rating", "review"}
+MAX_HISTORY = 200  # items per user kept for scoring (the models look at the last 50)
+REC_MEMORY = 100_000  # recommendation ids remembered for attribution
+CACHE_SIZE = 20_000  # ranked candidate pools kept; a user's entries are stale as soon as one of their events lands
+
+
+class NotFound(LookupError):
+    """An unknown user or item id (a 404 at the API)."""
+
+
+@dataclass
+class RecRecord:
+    user: str
+    rows: list[int]
+    explore: set[int] = field(default_factory=set)
+    created: float = field(default_factory=time.time)
+
+
+def _kind(attrs: dict[str, Any]) -> str:
+    return str(attrs.get("kind", "product")).lower()
+
+
+def _float(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
+class Service:
+    def __init__(self, artifact: Artifact, state_dir: str | Path, encode: Callable[[str], np.ndarray] | None = None,
+                 rerank_config: RerankConfig | None = None, seed: int = 0, attach: bool = True) -> None:
+        self.artifact = artifact
+        self.pipeline = artifact.pipeline
+        self.catalog = artifact.catalog
+        self.n_items = len(self.catalog)
+        self.config = rerank_config or RerankConfig()
+        self._lock = threading.RLock()
+        info = self.pipeline.info
+        self.vectors = info.vectors
+        leaves = [" > ".join(p) if p else "" for p in self.catalog.paths]
+        names = sorted({x for x in leaves if x})
+        index = {n: i for i, n in enumerate(names)}
+        self.leaf = np.array([index.get(x, -1) for x in leaves], np.int64)
+        self.kinds = np.array([_kind(a) for a in self.catalog.attributes], dtype=object)
+        self.is_ad = self.kinds == "ad"
+        self.bids = np.array([_float(a.get("bid")) or 0.0 for a in self.catalog.attributes])
+        self.out_of_stock = np.array([str(a.get("in_stock", "true")).lower() in ("false", "0", "no")
+                                      for a in self.catalog.attributes])
+        cards = artifact.cards
+        knn = self.pipeline.sources.models.get("itemknn")
+        self.explainer = Explainer(
+            titles=list(self.catalog.titles), keywords=[c.get("keywords", []) or [] for c in cards],
+            aspects=[[a["aspect"] if isinstance(a, dict) else str(a) for a in (c.get("positive_aspects") or [])]
+                     for c in cards],
+            leaf=self.leaf, leaf_names=names, popularity=info.popularity,
+            similarity=getattr(knn, "similarity", None), vectors=self.vectors if self.vectors.shape[1] else None)
+        self.explorer = ThompsonExplorer(self.n_items, seed=seed)
+        self.histories: dict[str, list[int]] = {u: list(h[-MAX_HISTORY:]) for u, h in artifact.histories.items()}
+        self.purchases: dict[str, set[int]] = {u: set(p) for u, p in artifact.purchases.items()}
+        self.event_counts: dict[str, int] = {}
+        self.recs: OrderedDict[str, RecRecord] = OrderedDict()
+        # Ranked candidate pools by (user, user state version, request context): the expensive part of a
+        # recommendation (every source, features, the ranker) is redone only when the user's history changed;
+        # diversity, exploration and explanations run on every request.
+        self.versions: dict[str, int] = {}
+        self.cache: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.cache_stats = {"hits": 0, "misses": 0}
+        self.state_dir = Path(state_dir)
+        self.log: EventLog | None = None
+        self.on_control: Callable[[dict[str, Any]], None] | None = None  # control records from other workers
+        self.started = time.time()
+        self.search_engine: SearchEngine | None = None
+        if encode is not None:
+            self.search_engine = SearchEngine.build(self.catalog, self.vectors if self.vectors.shape[1] else
+                                                    np.zeros((self.n_items, 1), np.float32), encode, info.popularity)
+            tuning = artifact.search_tuning or {}
+            if "k1" in tuning:
+                self.search_engine.lexical.reindex(tuning["k1"], tuning["b"])
+            if "alpha" in tuning:
+                self.search_engine.alpha = tuning["alpha"]
+        if attach:
+            self.attach_log()
+
+    def attach_log(self) -> None:
+        """Open the event log and replay it: forgotten users out, then every logged event applied in order."""
+        self.log = EventLog(self.state_dir)
+        self._replay()
+
+    def _replay(self) -> None:
+        for user in self.log.forgotten:
+            self._drop_user(user)
+        for record in self.log.replay():
+            if record.get("kind") is None:
+                self._apply(record)
+
+    def _rebuild(self) -> None:
+        """Start again from the artifact and the whole log (another worker rewrote it: a user was forgotten)."""
+        with self._lock:
+            self.histories = {u: list(h[-MAX_HISTORY:]) for u, h in self.artifact.histories.items()}
+            self.purchases = {u: set(p) for u, p in self.artifact.purchases.items()}
+            self.event_counts = {}
+            self.versions = {u: v + 1 for u, v in self.versions.items()}
+            self.cache.clear()
+            self.explorer = ThompsonExplorer(self.n_items)
+            self._replay()
+
+    def sync(self) -> None:
+        """Apply what other worker processes logged since the last request (one stat when nothing changed)."""
+        if self.log is None:
+            return
+        records, rotated = self.log.catch_up()
+        if rotated:
+            self._rebuild()
+        for record in records:
+            kind = record.get("kind")
+            if kind is None:
+                self._apply(record)
+            elif kind == "forget":
+                with self._lock:
+                    self._drop_user(record["user_id"])
+            elif self.on_control is not None:
+                self.on_control(record)
+
+    # -- state -----------------------------------------------------------------------------------------------
+    def row(self, item_id: str) -> int:
+        r = self.catalog.index.get(str(item_id))
+        if r is None:
+            raise NotFound(f"unknown item {item_id!r}")
+        return r
+
+    def _drop_user(self, user: str) -> None:
+        self.versions[user] = self.versions.get(user, 0) + 1  # cached pools of the user are stale
+        self.histories.pop(user, None)
+        self.purchases.pop(user, None)
+        self.event_counts.pop(user, None)
+
+    def _apply(self, e: dict[str, Any]) -> None:
+        """Apply one logged event to the online state (also used for replay at start)."""
+        user, kind, item = e["user_id"], e["type"], e.get("item_id")
+        r = self.catalog.index.get(str(item)) if item is not None else None
+        rec = self.recs.get(e.get("rec_id") or "")
+        with self._lock:
+            self.event_counts[user] = self.event_counts.get(user, 0) + 1
+            self.versions[user] = self.versions.get(user, 0) + 1
+            if r is None:
+                return
+            if kind in HISTORY_TYPES:
+                h = self.histories.setdefault(user, [])
+                h.append(r)
+                if len(h) > MAX_HISTORY:
+                    del h[:len(h) - MAX_HISTORY]
+            if kind == "purchase":
+                self.purchases.setdefault(user, set()).add(r)
+            if kind == "impression":
+                self.explorer.record(r, impressions=1)
+            elif kind == "click" and (rec is not None or e.get("rec_id")):
+                self.explorer.record(r, clicks=1)
+
+    def history(self, user: str) -> list[int]:
+        with self._lock:
+            return list(self.histories.get(user, ()))
+
+    def ingest(self, events: Sequence[dict[str, Any]]) -> list[bool]:
+        """Log events durably, then apply them; returns per event whether it was new (not a duplicate id)."""
+        records = [{**e, "event_id": e.get("event_id") or uuid.uuid4().hex,
+                    "received": time.time()} for e in events]
+        fresh = self.log.append(records)
+        self.sync()  # other workers' events read while writing come first
+        for record, new in zip(records, fresh):
+            if new:
+                self._apply(record)
+        return fresh
+
+    def forget(self, user: str) -> dict[str, Any]:
+        self.sync()
+        known = user in self.histories or user in self.event_counts
+        removed = self.log.forget(user)
+        with self._lock:
+            self._drop_user(user)
+            for rec_id in [k for k, v in self.recs.items() if v.user == user]:
+                del self.recs[rec_id]
+        return {"user_id": user, "known": known, "events_removed_from_log": removed}
+
+    # -- recommendation --------------------------------------------------------------------------------------
+    def _blocked(self, user: str | None, history: Sequence[int], filters: Filters | None, exclude_seen: bool,
+                 kind: str | None, extra: Sequence[int] = ()) -> np.ndarray:
+        blocked = self.is_ad | self.out_of_stock
+        mask = self.catalog.mask(filters)
+        if mask is not None:
+            blocked = blocked | ~mask
+        if kind:
+            blocked = blocked | (self.kinds != kind.lower())
+        blocked = blocked.copy()
+        if user is not None:
+            with self._lock:
+                bought = list(self.purchases.get(user, ()))
+            blocked[bought] = True
+        if exclude_seen and len(history):
+            blocked[np.asarray(history, np.int64)] = True
+        if len(extra):
+            blocked[np.asarray(extra, np.int64)] = True
+        return blocked
+
+    def _user_index(self, user: str | None) -> int | None:
+        return self.pipeline.sources.data.user_index(user) if user is not None else None
+
+    def recommend(self, user: str, k: int = 10, filters: Filters | None = None, item: str | None = None,
+                  cart: Sequence[str] = (), exclude_seen: bool = True, diversity: float | None = None,
+                  explore: bool | None = None, kind: str | None = None, ads: int = 0,
+                  query: str | None = None) -> dict[str, Any]:
+        """query: what the shopper is searching for right now: recommend among its top search results."""
+        t0 = time.perf_counter()
+        self.sync()
+        context = [self.row(i) for i in cart] + ([self.row(item)] if item else [])
+        with self._lock:  # the history and its version together (the version keys the cache)
+            history = list(self.histories.get(user, ()))
+            version = self.versions.get(user, 0)
+        seq = (history + context)[-MAX_HISTORY:]
+        blocked = self._blocked(user, history, filters, exclude_seen, kind, context)
+        config = RerankConfig(diversity=self.config.diversity if diversity is None else diversity,
+                              category_cap=self.config.category_cap,
+                              explore=self.config.explore if explore is None else explore,
+                              explore_position=self.config.explore_position, pool=max(self.config.pool, k))
+        key = (user, version, tuple(context), repr(filters), exclude_seen, kind, query, config.pool)
+        with self._lock:
+            cached = self.cache.get(key)
+            if cached is not None:
+                self.cache.move_to_end(key)
+        self.cache_stats["hits" if cached is not None else "misses"] += 1
+        rows, scores = cached if cached is not None else self._ranked(user, seq, blocked, filters, query, config.pool)
+        if cached is None:
+            with self._lock:
+                self.cache[key] = (rows, scores)
+                while len(self.cache) > CACHE_SIZE:
+                    self.cache.popitem(last=False)
+        slots = rerank(rows, scores, k, self.vectors, self.leaf, self.explorer, config)
+        interests = self.explainer.user_keywords(seq)
+        items = []
+        reasons = self.explainer.explain_all([s.row for s in slots], seq, interests, [s.explore for s in slots])
+        for pos, (s, why) in enumerate(zip(slots, reasons)):
+            if "item_row" in why:
+                why["item_id"] = str(self.catalog.item_ids[why.pop("item_row")])
+            items.append({**self.item_summary(s.row), "position": pos, "score": round(s.score, 6),
+                          "explore": s.explore, "explanation": why})
+        ad_items = self._ads(user, seq, filters, ads) if ads else []
+        rec_id = uuid.uuid4().hex
+        with self._lock:
+            self.recs[rec_id] = RecRecord(user, [s.row for s in slots] + [self.row(a["item_id"]) for a in ad_items],
+                                          {s.row for s in slots if s.explore})
+            while len(self.recs) > REC_MEMORY:
+                self.recs.popitem(last=False)
+        return {"rec_id": rec_id, "user_id": user, "known_user": bool(history), "history_size": len(history),
+                "events_seen": self.event_counts.get(user, 0), "items": items, "ads": ad_items,
+                "took_ms": round((time.perf_counter() - t0) * 1e3, 2)}
+
+    def _ranked(self, user: str, seq: list[int], blocked: np.ndarray, filters: Filters | None, query: str | None,
+                pool: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ranked candidate pool (rows, scores) before diversity, caps and exploration."""
+        extra: list[int] = []
+        search_scores: dict[int, float] = {}
+        if query and self.search_engine is not None:
+            # Recommendations within the current search: candidates are its top 50 results, ordered by an
+            # even blend of personal relevance (the ranker) and query relevance (the search score).
+            found = self.search_engine.search(query, filters, 1, 50, None, None, facets=False)
+            search_scores = {self.catalog.index[i["item_id"]]: i["score"] for i in found.items}
+            extra = [r for r in search_scores if not blocked[r]]
+            blocked = np.ones(self.n_items, bool)
+            blocked[extra] = False
+        ranked = self.pipeline.rank(seq, self._user_index(user), k=pool, blocked=blocked, extra=extra)
+        if search_scores and len(ranked.rows):
+            def unit(x: np.ndarray) -> np.ndarray:
+                span = float(x.max() - x.min())
+                return (x - x.min()) / span if span > 0 else np.zeros(len(x))
+
+            q = np.array([search_scores.get(int(r), 0.0) for r in ranked.rows])
+            blend = 0.5 * unit(np.asarray(ranked.scores, np.float64)) + 0.5 * unit(q)
+            order = np.lexsort((ranked.rows, -blend))
+            return ranked.rows[order], blend[order]
+        return ranked.rows, np.asarray(ranked.scores, np.float64)
+
+    def _ads(self, user: str, seq: Sequence[int], filters: Filters | None, n: int) -> list[dict[str, Any]]:
+        """Ad slots: eligible ads ranked by expected value = predicted click probability x bid, where the
+        click probability is the Beta posterior mean of the ad's observed click-through."""
+        eligible = self.is_ad & ~self.out_of_stock & (self.bids > 0)
+        mask = self.catalog.mask(filters)
+        if mask is not None:
+            eligible &= mask
+        rows = np.flatnonzero(eligible)
+        if not len(rows):
+            return []
+        ctr = self.explorer.posterior_mean(rows)
+        value = ctr * self.bids[rows]
+        order = np.lexsort((rows, -value))[:n]
+        return [{**self.item_summary(int(rows[i])), "bid": float(self.bids[rows[i]]), "p_click": round(float(ctr[i]), 5),
+                 "expected_value": round(float(value[i]), 6), "explanation": {"kind": "ad", "text": "Sponsored"}}
+                for i in order]
+
+    def similar(self, item: str, k: int = 10, method: str = "pipeline") -> dict[str, Any]:
+        self.sync()
+        r = self.row(item)
+        if method == "covisitation":
+            knn = self.pipeline.sources.models.get("itemknn")
+            if knn is None:
+                raise ValueError("this artifact has no item-KNN source")
+            row = knn.similarity[r].toarray().ravel()
+            row[r] = 0
+            row[self.is_ad] = 0
+            top = np.flatnonzero(row > 0)
+            top = top[np.lexsort((top, -row[top]))][:k]
+            scores = row[top]
+        elif method == "text":
+            if not self.vectors.shape[1]:
+                raise ValueError("this artifact has no item text vectors")
+            sims = self.vectors @ self.vectors[r]
+            sims[r] = -np.inf
+            sims[self.is_ad] = -np.inf
+            top = np.argsort(-sims, kind="stable")[:k]
+            scores = sims[top]
+        elif method == "pipeline":
+            blocked = self.is_ad | self.out_of_stock
+            blocked = blocked.copy()
+            blocked[r] = True
+            ranked = self.pipeline.rank([r], None, k=k, blocked=blocked)
+            top, scores = ranked.rows, ranked.scores
+        else:
+            raise ValueError("method must be pipeline, covisitation or text")
+        return {"item_id": str(self.catalog.item_ids[r]), "method": method,
+                "items": [{**self.item_summary(int(t)), "score": round(float(s), 6)} for t, s in zip(top, scores)]}
+
+    # -- items and search ------------------------------------------------------------------------------------
+    def item_summary(self, r: int) -> dict[str, Any]:
+        price = self.catalog.prices[r]
+        return {"item_id": str(self.catalog.item_ids[r]), "title": str(self.catalog.titles[r]),
+                "brand": str(self.catalog.brands[r]) or None, "price": None if np.isnan(price) else float(price),
+                "category": " > ".join(self.catalog.paths[r]) or None, "kind": str(self.kinds[r])}
+
+    def item(self, item_id: str) -> dict[str, Any]:
+        r = self.row(item_id)
+        card = self.artifact.cards[r]
+        desc = self.catalog.frame.at[r, "description"] if "description" in self.catalog.frame else None
+        return {**self.item_summary(r), "description": desc if isinstance(desc, str) else None,
+                "attributes": self.catalog.attributes[r], "popularity": int(self.pipeline.info.popularity[r]),
+                "knowledge": {k: card.get(k) for k in ("keywords", "positive_aspects", "negative_aspects", "rating",
+                                                       "review_count", "price_band") if k in card}}
+
+    def user_vector(self, user: str) -> np.ndarray | None:
+        """The user's interest vector for search personalisation: recency-weighted mean of history vectors."""
+        h = self.history(user)[-50:]
+        if not h or not self.vectors.shape[1]:
+            return None
+        w = 0.9 ** np.arange(len(h) - 1, -1, -1)
+        v = (self.vectors[h] * w[:, None]).sum(0)
+        return v / max(float(np.linalg.norm(v)), 1e-12)
+
+    def search(self, query: str, filters: Filters | None = None, page: int = 1, size: int = 10,
+               user: str | None = None, mode: str | None = None) -> dict[str, Any]:
+        if self.search_engine is None:
+            raise ValueError("search is not enabled on this server")
+        self.sync()
+        uv = self.user_vector(user) if user else None
+        res = self.search_engine.search(query, filters, page, size, mode, uv)
+        return {"query": res.query, "corrected": res.corrected, "mode": res.mode, "total": res.total,
+                "page": res.page, "size": res.size, "personalised": uv is not None,
+                "items": [{**self.item_summary(self.catalog.index[i["item_id"]]), "score": round(i["score"], 6)}
+                          for i in res.items],
+                "facets": {k: [{"value": v, "count": c} for v, c in vals] for k, vals in res.facets.items()},
+                "intent": [{"category": c, "p": p} for c, p in res.intent],
+                "took_ms": round(res.timings_ms.get("total", 0.0), 2)}
+
+    def stats(self) -> dict[str, Any]:
+        return {"dataset": self.artifact.dataset, "items": self.n_items, "users": len(self.histories),
+                "logged_records": self.log.records if self.log is not None else 0, "cache": dict(self.cache_stats), "uptime_s": round(time.time() - self.started, 1),
+                "artifact": str(self.artifact.folder), "artifact_created": self.artifact.manifest.get("created"),
+                "pid": os.getpid()}
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
