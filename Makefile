@@ -11,9 +11,16 @@ export SHOPMIND_DATA_DIR
 export HF_HUB_OFFLINE := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean browser
 
 install: $(STAMP)
+
+# Browser tests drive Debian's Chromium (headless); installed here when missing (root or sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 || { echo "install Chromium for the browser tests"; exit 1; }; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +30,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[lm,test]'
 	touch $(STAMP)
 
+# Ingest, mine, train, evaluate search, then serve the storefront on http://127.0.0.1:8000 (Ctrl-C stops).
 demo: install
-	$(BIN)/shopmind demo
+	$(BIN)/shopmind demo --serve
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 bench: install

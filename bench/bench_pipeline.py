@@ -115,12 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             _log("diversity sweep")
             sweep = diversity_sweep(pipe, proto.test, proto.mask_history)
             report["encoder"] = {"model": settings.knowledge.model, "max_length": settings.knowledge.max_length}
-            path = artifact.save(ARTIFACTS / args.dataset, pipe, store, args.dataset, report)
-    import json
-
-    manifest = json.loads((path / "manifest.json").read_text())
-    manifest["encoder"] = report["encoder"]
-    (path / "manifest.json").write_text(json.dumps(manifest, indent=1))
+            path = artifact.save(ARTIFACTS / args.dataset, pipe, store, args.dataset, report, encoder=report["encoder"])
     result = {"dataset": args.dataset, "report": report, "diversity": sweep, "artifact": str(path),
               "machine": machine(), "command": command, "seconds_total": round(time.perf_counter() - t0, 1),
               "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}

@@ -56,3 +56,23 @@ def settings_for(tmp_path: Path):
         return load_settings(overrides=base, environ={})
 
     return make
+
+
+@pytest.fixture(scope="session")
+def served(demo_run: dict, onnx_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A trained artifact on a real catalog (Amazon gift cards: 1.5k items, timestamps and prices), built
+    once per session with `shopmind train`, for the serving, storefront and browser tests."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from shopmind.cli import app
+
+    tmp = tmp_path_factory.mktemp("serving")
+    store = tmp / "s.duckdb"
+    shutil.copy(demo_run["store_path"], store)
+    env = {"SHOPMIND_CONFIG": "", "SHOPMIND_KNOWLEDGE_ONNX_DIR": str(onnx_dir)}
+    r = CliRunner().invoke(app, ["--store", str(store), "train", "-d", "amazon2018-giftcards", "--out",
+                                 str(tmp / "artifact"), "--json"], env=env)
+    assert r.exit_code == 0, r.output
+    return {"store": store, "artifact": tmp / "artifact", "report": json.loads(r.stdout), "env": env, "tmp": tmp}

@@ -73,6 +73,8 @@ class ServingSettings(_Section):
     torch_threads: int = Field(1, ge=1, le=256)
     workers: int = Field(1, ge=1, le=64)  # processes; they share the event log
     cpu_threads: int = Field(0, ge=0, le=256)  # threads per worker for CPU-bound requests; 0 = auto
+    storefront: bool = True  # the web page, shopper sessions and the dashboard
+    results_dir: Path | None = None  # benchmark results for the dashboard; default bench/results if present
 
 
 class Settings(_Section):

@@ -95,7 +95,7 @@ def test_an_event_changes_the_next_recommendation(api) -> None:
 
 
 def test_purchased_items_are_never_recommended(api) -> None:
-    c, s = api["client"], api["service"]
+    c = api["client"]
     user = "buyer"
     first = c.get(f"/recommend/{user}", params={"k": 3, "explore": False, "exclude_seen": False}).json()["items"][0]
     c.post("/events", json={"events": [{"user_id": user, "item_id": first["item_id"], "type": "purchase"}]},

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from shopmind.serving.auth import KeyStore
 from shopmind.serving.eventlog import EventLog

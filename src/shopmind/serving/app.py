@@ -14,6 +14,8 @@ import asyncio
 import json
 import logging
 import os
+import secrets
+from pathlib import Path as FilePath
 import threading
 import time
 import uuid
@@ -33,10 +35,14 @@ from ..data.schema import EventType
 from ..search.catalog import Filters
 from .auth import KeyStore
 from .eventlog import EventLogError
+from . import storefront
 from .service import NotFound, Service
 
 log = logging.getLogger("shopmind.serving")
 MAX_BODY = 2_000_000  # bytes per request body
+SESSION_TYPES = {EventType.VIEW, EventType.CLICK, EventType.ADD_TO_CART, EventType.PURCHASE, EventType.IMPRESSION,
+                 EventType.SEARCH}
+STATIC = FilePath(__file__).resolve().parent / "static"
 Id = Annotated[str, Path(min_length=1, max_length=256)]
 
 
@@ -142,8 +148,11 @@ class Window:
         self._lock = threading.Lock()
 
     def add(self, route: str, ms: float) -> None:
+        now = time.time()
         with self._lock:
-            self.samples.append((time.time(), ms, route))
+            self.samples.append((now, ms, route))
+            while self.samples[0][0] < now - self.seconds:  # keep only the window: memory follows the rate
+                self.samples.popleft()
 
     def summary(self) -> dict[str, Any]:
         cut = time.time() - self.seconds
@@ -178,9 +187,12 @@ def _filters(category: str | None, brand: str | None, price_min: float | None, p
 
 
 def create_app(service: Service, keys: KeyStore, settings: ServingSettings | None = None,
-               loader: Callable[[str | None], Service] | None = None) -> FastAPI:
-    """The API over a service. loader(path) builds a new service for POST /admin/reload."""
+               loader: Callable[[str | None], Service] | None = None, secret: bytes | None = None,
+               results_dir: FilePath | None = None) -> FastAPI:
+    """The API over a service. loader(path) builds a new service for POST /admin/reload; secret signs
+    storefront sessions (default: a fresh one); results_dir holds benchmark results for the dashboard."""
     cfg = settings or ServingSettings()
+    secret = secret or secrets.token_bytes(32)
     holder = Holder(service, loader)
     registry = CollectorRegistry()
     exposition = registry
@@ -369,12 +381,32 @@ def create_app(service: Service, keys: KeyStore, settings: ServingSettings | Non
         return ok(await on_cpu(holder.service.similar, item_id, k, method))
 
     # -- writes ----------------------------------------------------------------------------------------------
+    async def event_writer(authorization: Annotated[str | None, Header(max_length=300)] = None,
+                           x_api_key: Annotated[str | None, Header(max_length=300)] = None,
+                           x_session: Annotated[str | None, Header(max_length=1000)] = None) -> str | None:
+        """None for an API key with write scope; the shopper's id for a storefront session."""
+        if keys.check(key_of(authorization, x_api_key), "write") is not None:
+            return None
+        user = storefront.session_user(secret, x_session) if cfg.storefront else None
+        if user is None:
+            raise HTTPException(401, "a valid API key with scope 'write' (or a storefront session) is required",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return user
+
     @app.post("/events", tags=["events"])
-    async def events(body: Annotated[EventIn | EventBatch, Body()], key: str = Depends(need("write"))) -> Response:
-        """One event or {"events": [...]}. Acknowledged only once durable (fsynced); idempotent by event_id."""
+    async def events(body: Annotated[EventIn | EventBatch, Body()],
+                     session_user: str | None = Depends(event_writer)) -> Response:
+        """One event or {"events": [...]}. Acknowledged only once durable (fsynced); idempotent by event_id.
+        A storefront session may post only its own shopper's interactions, at most 50 at a time."""
         batch = body.events if isinstance(body, EventBatch) else [body]
         if len(batch) > cfg.max_batch:
             raise HTTPException(413, f"at most {cfg.max_batch} events per request")
+        if session_user is not None:
+            if len(batch) > 50:
+                raise HTTPException(413, "at most 50 events per request from a storefront session")
+            for e in batch:
+                if e.user_id != session_user or e.type not in SESSION_TYPES:
+                    raise HTTPException(403, "a storefront session may post only its own shopper's interactions")
         records = []
         for e in batch:
             if e.type is not EventType.SEARCH and e.item_id is None:
@@ -457,5 +489,38 @@ def create_app(service: Service, keys: KeyStore, settings: ServingSettings | Non
         swap_in(fresh)
         holder.service.log.control({"kind": "reload", "artifact": path, "at": time.time()})
         return ok({"reloaded": True, "artifact": str(fresh.artifact.folder), "seconds": round(time.perf_counter() - t0, 2)})
+
+    # -- storefront ------------------------------------------------------------------------------------------
+    if cfg.storefront:
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+        @app.get("/", include_in_schema=False)
+        async def index() -> Response:
+            return Response((STATIC / "index.html").read_bytes(), media_type="text/html; charset=utf-8")
+
+        @app.get("/storefront/users", tags=["storefront"], dependencies=[Read])
+        async def users() -> Response:
+            """Real shoppers of the dataset to browse as (longest histories first), and a new shopper."""
+            return ok({"users": await on_cpu(storefront.shoppers, holder.service)})
+
+        @app.get("/storefront/session", tags=["storefront"], dependencies=[Read])
+        async def session(user: Annotated[str, Query(min_length=1, max_length=256)]) -> Response:
+            """A signed token that lets the browser post this shopper's interactions (and nobody else's).
+            A real shop issues it after its own login; the demo storefront lets you pick any shopper."""
+            return ok({"user_id": user, "token": storefront.session_token(secret, user),
+                       "expires_in": storefront.SESSION_TTL})
+
+        @app.get("/storefront/dashboard", tags=["storefront"], dependencies=[Read])
+        async def dashboard() -> Response:
+            return ok(await on_cpu(storefront.dashboard, holder.service, results_dir))
+
+        @app.get("/storefront/plots/{name}", tags=["storefront"], dependencies=[Read])
+        async def plot(name: Annotated[str, Path(max_length=100)]) -> Response:
+            path = storefront.plot_path(results_dir, name)
+            if path is None:
+                raise HTTPException(404, "no such plot")
+            return Response(path.read_bytes(), media_type="image/png")
 
     return app

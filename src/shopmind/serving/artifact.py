@@ -76,7 +76,9 @@ def _catalog_frame(store: Store, dataset: str, item_ids: np.ndarray) -> tuple[pd
 
 
 def save(folder: str | Path, pipeline: RankingPipeline, store: Store, dataset: str, report: dict[str, Any],
-         search_tuning: dict[str, Any] | None = None) -> Path:
+         search_tuning: dict[str, Any] | None = None, encoder: dict[str, Any] | None = None) -> Path:
+    """Write the artifact. encoder: the model (and max_length) the item vectors came from, so that the
+    server encodes queries with the same one."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
@@ -163,3 +165,28 @@ def load(folder: str | Path) -> Artifact:
             purchases[str(user)] = set(rows[a:b][bought[a:b]].tolist())
     tuning = json.loads((folder / "search.json").read_text()) if (folder / "search.json").is_file() else None
     return Artifact(folder, manifest, pipeline, catalog, cards, histories, purchases, tuning)
+
+
+def train(store: Store, settings: Any, dataset: str, folder: str | Path, sources: dict[str, dict[str, Any]] | None = None,
+          protocol: str | None = None, on_step: Any = None) -> tuple[Path, dict[str, Any]]:
+    """Train the pipeline on a dataset of the store (mined first when its item vectors are missing) and
+    save the artifact; returns (folder, training report). Settings: shopmind.config.Settings."""
+    from ..evaluation import protocols
+    from ..knowledge.mine import Miner, item_vectors_for
+    from ..ranking.train import train_pipeline
+    from ..search.build import tuning_dir
+
+    knowledge = settings.knowledge_dir / dataset
+    if not (knowledge / "item_vectors.npy").is_file():
+        Miner(store, settings.knowledge, settings.knowledge_dir, onnx_dir=settings.onnx_dir).run(dataset)
+    proto = protocols.build(store, dataset, protocol)
+    vectors = item_vectors_for(knowledge, proto.full.item_ids)
+    pipeline, report = train_pipeline(store, dataset, proto, vectors, sources, on_step=on_step)
+    tuned = tuning_dir(settings, dataset) / "search.json"
+    search_tuning = json.loads(tuned.read_text()) if tuned.is_file() else None
+    if search_tuning and search_tuning.get("encoder"):  # tuned with other (fine-tuned) vectors: keep BM25's only
+        search_tuning = {k: v for k, v in search_tuning.items() if k in ("k1", "b")}
+    encoder = {"model": settings.knowledge.model, "max_length": settings.knowledge.max_length}
+    report["encoder"] = encoder
+    return save(folder, pipeline, store, dataset, report, search_tuning, encoder), report
+

@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -30,20 +29,11 @@ from .eventlog import EventLog
 
 HISTORY_TYPES = {"view", "click", "add_to_cart", "purchase", "rating", "review"}
 MAX_HISTORY = 200  # items per user kept for scoring (the models look at the last 50)
-REC_MEMORY = 100_000  # recommendation ids remembered for attribution
 CACHE_SIZE = 20_000  # ranked candidate pools kept; a user's entries are stale as soon as one of their events lands
 
 
 class NotFound(LookupError):
     """An unknown user or item id (a 404 at the API)."""
-
-
-@dataclass
-class RecRecord:
-    user: str
-    rows: list[int]
-    explore: set[int] = field(default_factory=set)
-    created: float = field(default_factory=time.time)
 
 
 def _kind(attrs: dict[str, Any]) -> str:
@@ -90,7 +80,6 @@ class Service:
         self.histories: dict[str, list[int]] = {u: list(h[-MAX_HISTORY:]) for u, h in artifact.histories.items()}
         self.purchases: dict[str, set[int]] = {u: set(p) for u, p in artifact.purchases.items()}
         self.event_counts: dict[str, int] = {}
-        self.recs: OrderedDict[str, RecRecord] = OrderedDict()
         # Ranked candidate pools by (user, user state version, request context): the expensive part of a
         # recommendation (every source, features, the ranker) is redone only when the user's history changed;
         # diversity, exploration and explanations run on every request.
@@ -170,7 +159,6 @@ class Service:
         """Apply one logged event to the online state (also used for replay at start)."""
         user, kind, item = e["user_id"], e["type"], e.get("item_id")
         r = self.catalog.index.get(str(item)) if item is not None else None
-        rec = self.recs.get(e.get("rec_id") or "")
         with self._lock:
             self.event_counts[user] = self.event_counts.get(user, 0) + 1
             self.versions[user] = self.versions.get(user, 0) + 1
@@ -185,7 +173,7 @@ class Service:
                 self.purchases.setdefault(user, set()).add(r)
             if kind == "impression":
                 self.explorer.record(r, impressions=1)
-            elif kind == "click" and (rec is not None or e.get("rec_id")):
+            elif kind == "click" and e.get("rec_id"):  # a click on something we recommended
                 self.explorer.record(r, clicks=1)
 
     def history(self, user: str) -> list[int]:
@@ -209,8 +197,6 @@ class Service:
         removed = self.log.forget(user)
         with self._lock:
             self._drop_user(user)
-            for rec_id in [k for k, v in self.recs.items() if v.user == user]:
-                del self.recs[rec_id]
         return {"user_id": user, "known": known, "events_removed_from_log": removed}
 
     # -- recommendation --------------------------------------------------------------------------------------
@@ -262,7 +248,7 @@ class Service:
         rows, scores = cached if cached is not None else self._ranked(user, seq, blocked, filters, query, config.pool)
         if cached is None:
             with self._lock:
-                self.cache[key] = (rows, scores)
+                self.cache[key] = (rows.astype(np.int32), scores.astype(np.float32))
                 while len(self.cache) > CACHE_SIZE:
                     self.cache.popitem(last=False)
         slots = rerank(rows, scores, k, self.vectors, self.leaf, self.explorer, config)
@@ -275,12 +261,7 @@ class Service:
             items.append({**self.item_summary(s.row), "position": pos, "score": round(s.score, 6),
                           "explore": s.explore, "explanation": why})
         ad_items = self._ads(user, seq, filters, ads) if ads else []
-        rec_id = uuid.uuid4().hex
-        with self._lock:
-            self.recs[rec_id] = RecRecord(user, [s.row for s in slots] + [self.row(a["item_id"]) for a in ad_items],
-                                          {s.row for s in slots if s.explore})
-            while len(self.recs) > REC_MEMORY:
-                self.recs.popitem(last=False)
+        rec_id = uuid.uuid4().hex  # events that answer this list (impressions, clicks) carry it back
         return {"rec_id": rec_id, "user_id": user, "known_user": bool(history), "history_size": len(history),
                 "events_seen": self.event_counts.get(user, 0), "items": items, "ads": ad_items,
                 "took_ms": round((time.perf_counter() - t0) * 1e3, 2)}

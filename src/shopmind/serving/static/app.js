@@ -1,0 +1,229 @@
+// shopmind storefront: plain JavaScript over the public API, no build step.
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const state = { user: null, token: null, query: "", page: 1, filters: {}, lastRecs: [] };
+
+function esc(text) {
+  return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+async function api(path, options = {}) {
+  const res = await fetch(path, options);
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(body.detail || `HTTP ${res.status}`);
+  return body;
+}
+
+function status(text) { $("#search-status").textContent = text; }
+
+// --- shoppers and events ---------------------------------------------------------------------------------
+async function loadUsers() {
+  const { users } = await api("/storefront/users");
+  const select = $("#user");
+  select.innerHTML = users.map((u) => `<option value="${esc(u.user_id)}">${esc(u.label)}</option>`).join("");
+  const saved = localStorage.getItem("shopmind-user");
+  if (saved && users.some((u) => u.user_id === saved)) select.value = saved;
+  await setUser(select.value);
+  select.addEventListener("change", () => setUser(select.value).then(route));
+}
+
+async function setUser(user) {
+  state.user = user;
+  localStorage.setItem("shopmind-user", user);
+  const { token } = await api(`/storefront/session?user=${encodeURIComponent(user)}`);
+  state.token = token;
+}
+
+async function sendEvent(type, itemId, recId) {
+  const body = { user_id: state.user, item_id: itemId, type, event_id: crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}` };
+  if (recId) body.rec_id = recId;
+  await api("/events", { method: "POST", headers: { "Content-Type": "application/json", "X-Session": state.token }, body: JSON.stringify(body) });
+}
+
+// --- rendering -----------------------------------------------------------------------------------------
+function price(p) { return p == null ? "" : `$${Number(p).toFixed(2)}`; }
+
+function card(item, { recId = null, changed = false } = {}) {
+  const why = item.explanation ? `<p class="why ${item.explore ? "explore" : ""}">${esc(item.explanation.text)}</p>` : "";
+  return `<article class="card ${changed ? "changed" : ""}" data-item="${esc(item.item_id)}" ${recId ? `data-rec="${esc(recId)}"` : ""}>
+    <a class="title" href="#/item/${encodeURIComponent(item.item_id)}" data-action="open">${esc(item.title || item.item_id)}</a>
+    <span class="meta">${esc(item.brand || "")}${item.category ? " · " + esc(item.category) : ""}</span>
+    <span class="price">${price(item.price)}</span>${why}
+    <div class="actions">
+      <button type="button" class="secondary" data-action="add_to_cart" aria-label="Add ${esc(item.title)} to cart">Add to cart</button>
+      <button type="button" data-action="purchase" aria-label="Buy ${esc(item.title)}">Buy</button>
+    </div></article>`;
+}
+
+async function renderRecs(target, title, extra = "") {
+  const res = await api(`/recommend/${encodeURIComponent(state.user)}?k=8${extra}`);
+  const before = new Set(state.lastRecs);
+  state.lastRecs = res.items.map((i) => i.item_id);
+  target.innerHTML = `<h2 id="recs-title">${esc(title)}</h2>
+    <p class="meta">${res.known_user ? `${res.history_size} items in this shopper's history` : "New shopper: popular and exploratory picks"} · ${res.took_ms} ms</p>
+    <div class="grid" id="recs" aria-labelledby="recs-title">${res.items.map((i) => card(i, { recId: res.rec_id, changed: before.size > 0 && !before.has(i.item_id) })).join("")}</div>`;
+  // Tell the server what was shown (impressions feed the exploration bandit).
+  sendImpressions(res).catch(() => {});
+}
+
+async function sendImpressions(res) {
+  const events = res.items.map((i) => ({ user_id: state.user, item_id: i.item_id, type: "impression", rec_id: res.rec_id }));
+  if (!events.length) return;
+  await api("/events", { method: "POST", headers: { "Content-Type": "application/json", "X-Session": state.token }, body: JSON.stringify({ events }) });
+}
+
+function facetBox(name, values) {
+  if (!values || !values.length) return "";
+  const chosen = state.filters[name];
+  return `<fieldset><legend>${esc(name)}</legend>${values.map((v) => `<label>
+      <input type="radio" name="f-${esc(name)}" value="${esc(v.value)}" ${chosen === v.value ? "checked" : ""}>
+      <span>${esc(v.value)}</span><span class="count">${v.count}</span></label>`).join("")}
+    ${chosen ? `<button type="button" class="secondary" data-clear="${esc(name)}">Clear ${esc(name)}</button>` : ""}</fieldset>`;
+}
+
+async function renderSearch() {
+  const main = $("#main");
+  const params = new URLSearchParams({ q: state.query, page: state.page, size: 12, user: state.user });
+  for (const [k, v] of Object.entries(state.filters)) {
+    if (k === "price") {
+      const [lo, hi] = v.split("–").map((x) => x.replace("+", ""));
+      if (lo) params.set("price_min", lo);
+      if (hi) params.set("price_max", hi);
+    } else params.set(k, v);
+  }
+  const res = await api(`/search?${params}`);
+  status(`${res.total.toLocaleString()} results${res.corrected ? ` — showing results for “${res.corrected}”` : ""} · ${res.took_ms} ms`);
+  const pages = Math.max(1, Math.ceil(Math.min(res.total, 600) / 12));
+  main.innerHTML = `<h1>Results for “${esc(res.query)}”${res.corrected ? ` <small class="meta">(did you mean <b>${esc(res.corrected)}</b>?)</small>` : ""}</h1>
+    <div class="layout"><form class="facets" aria-label="Filters" id="facets">${Object.entries(res.facets).map(([n, v]) => facetBox(n, v)).join("")}</form>
+    <section aria-label="Search results"><div class="grid" id="results">${res.items.map((i) => card(i)).join("") || "<p>No results.</p>"}</div>
+    <nav class="pager" aria-label="Result pages">
+      <button type="button" class="secondary" data-page="${state.page - 1}" ${state.page <= 1 ? "disabled" : ""}>Previous</button>
+      <span>Page ${state.page} of ${pages}</span>
+      <button type="button" class="secondary" data-page="${state.page + 1}" ${state.page >= pages ? "disabled" : ""}>Next</button></nav>
+    <section id="recs-box" aria-live="polite"></section></section></div>`;
+  $("#facets").addEventListener("change", (e) => {
+    if (e.target.name?.startsWith("f-")) { state.filters[e.target.name.slice(2)] = e.target.value; state.page = 1; renderSearch(); }
+  });
+  main.querySelectorAll("[data-clear]").forEach((b) => b.addEventListener("click", () => { delete state.filters[b.dataset.clear]; renderSearch(); }));
+  main.querySelectorAll("[data-page]").forEach((b) => b.addEventListener("click", () => { state.page = Number(b.dataset.page); renderSearch(); }));
+  await renderRecs($("#recs-box"), "Recommended for you within this search", `&query=${encodeURIComponent(state.query)}`);
+}
+
+async function renderHome() {
+  status("");
+  $("#main").innerHTML = `<section id="recs-box" aria-live="polite"><p>Loading recommendations…</p></section>`;
+  await renderRecs($("#recs-box"), "Recommended for you");
+}
+
+async function renderItem(id) {
+  status("");
+  const item = await api(`/items/${encodeURIComponent(id)}`);
+  sendEvent("view", id).catch(() => {});
+  const k = item.knowledge || {};
+  const aspects = (k.positive_aspects || []).map((a) => (typeof a === "string" ? a : a.aspect));
+  $("#main").innerHTML = `<article class="item" aria-labelledby="item-title">
+      <h1 id="item-title">${esc(item.title)}</h1>
+      <p class="meta">${esc(item.brand || "")}${item.category ? " · " + esc(item.category) : ""} · ${item.popularity} shoppers</p>
+      <p class="price">${price(item.price)}</p>
+      ${item.description ? `<p>${esc(item.description.slice(0, 600))}</p>` : ""}
+      <h2>Knowledge card</h2>
+      <div class="chips" aria-label="Keywords">${(k.keywords || []).map((w) => `<span class="chip">${esc(w)}</span>`).join("") || "<span class=meta>no keywords</span>"}</div>
+      ${aspects.length ? `<p>Reviewers like: ${aspects.map(esc).join(", ")}</p>` : ""}
+      <div class="actions item-actions" data-item="${esc(item.item_id)}">
+        <button type="button" class="secondary" data-action="add_to_cart">Add to cart</button>
+        <button type="button" data-action="purchase">Buy</button></div>
+    </article>
+    <section><h2>Similar items</h2><div class="grid" id="similar"></div></section>
+    <section><h2>Frequently bought together</h2><div class="grid" id="together"></div></section>
+    <section id="recs-box" aria-live="polite"></section>`;
+  const [sim, together] = await Promise.all([
+    api(`/items/${encodeURIComponent(id)}/similar?k=4&method=pipeline`),
+    api(`/items/${encodeURIComponent(id)}/similar?k=4&method=covisitation`),
+  ]);
+  $("#similar").innerHTML = sim.items.map((i) => card(i)).join("") || "<p class=meta>None yet.</p>";
+  $("#together").innerHTML = together.items.map((i) => card(i)).join("") || "<p class=meta>Nobody bought it with anything else yet.</p>";
+  await renderRecs($("#recs-box"), "Recommended for you", `&item=${encodeURIComponent(id)}`);
+}
+
+// --- dashboard -------------------------------------------------------------------------------------------
+let liveTimer = null;
+async function renderDashboard() {
+  status("");
+  const data = await api("/storefront/dashboard");
+  const rows = (table) => table.map((r) => `<tr>${r.map((c) => `<td>${esc(c)}</td>`).join("")}</tr>`).join("");
+  $("#main").innerHTML = `<h1>Dashboard</h1>
+    <section aria-labelledby="live-h"><h2 id="live-h">Live traffic (last minute)</h2><div class="kpis" id="live"></div>
+      <table id="routes"><thead><tr><th>route</th><th>requests</th><th>p50 ms</th><th>p99 ms</th></tr></thead><tbody></tbody></table></section>
+    <section aria-labelledby="cat-h"><h2 id="cat-h">Catalog and events</h2>
+      <table><tbody>${rows(Object.entries(data.catalog))}</tbody></table></section>
+    ${data.reports.map((r) => `<section><h2>${esc(r.title)}</h2>
+        <table><thead><tr>${r.header.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead><tbody>${rows(r.rows)}</tbody></table>
+        ${r.note ? `<p class="meta">${esc(r.note)}</p>` : ""}
+        ${r.plot ? `<img class="plot" src="${esc(r.plot)}" alt="${esc(r.title)} plot" loading="lazy">` : ""}</section>`).join("")}`;
+  const tick = async () => {
+    if (!$("#live")) { clearInterval(liveTimer); return; }
+    const s = await api("/stats");
+    $("#live").innerHTML = `<div class="kpi"><b>${s.live.rate_per_s}</b>requests/s</div>
+      <div class="kpi"><b>${s.live.requests}</b>requests in ${s.live.window_s} s</div>
+      <div class="kpi"><b>${s.cache ? Math.round(100 * s.cache.hits / Math.max(1, s.cache.hits + s.cache.misses)) : 0}%</b>ranked-pool cache hits</div>`;
+    $("#routes tbody").innerHTML = Object.entries(s.live.routes).map(([r, v]) => `<tr><td>${esc(r)}</td><td>${v.requests}</td><td>${v.p50_ms}</td><td>${v.p99_ms}</td></tr>`).join("");
+  };
+  clearInterval(liveTimer);
+  await tick();
+  liveTimer = setInterval(() => tick().catch(() => {}), 2000);
+}
+
+// --- routing and events ----------------------------------------------------------------------------------
+async function route() {
+  const hash = location.hash || "#/";
+  try {
+    if (hash.startsWith("#/item/")) await renderItem(decodeURIComponent(hash.slice(7)));
+    else if (hash.startsWith("#/dashboard")) await renderDashboard();
+    else if (hash.startsWith("#/search")) {
+      const p = new URLSearchParams(hash.split("?")[1] || "");
+      state.query = p.get("q") || "";
+      $("#q").value = state.query;
+      await renderSearch();
+    } else await renderHome();
+    $("#main").focus({ preventScroll: true });
+  } catch (err) {
+    $("#main").innerHTML = `<p role="alert">Something went wrong: ${esc(err.message)}</p>`;
+  }
+}
+
+document.addEventListener("click", async (e) => {
+  const button = e.target.closest("[data-action]");
+  if (!button) return;
+  const holder = button.closest("[data-item]");
+  if (!holder) return;
+  const action = button.dataset.action;
+  const recId = holder.dataset.rec;
+  if (action === "open") { if (recId) sendEvent("click", holder.dataset.item, recId).catch(() => {}); return; }
+  e.preventDefault();
+  button.disabled = true;
+  try {
+    await sendEvent(action, holder.dataset.item, recId);
+    status(action === "purchase" ? "Bought — recommendations updated" : "Added to cart — recommendations updated");
+    const box = $("#recs-box");
+    if (box) await renderRecs(box, "Recommended for you", location.hash.startsWith("#/search") ? `&query=${encodeURIComponent(state.query)}` : "");
+  } catch (err) { status(`Could not record that: ${err.message}`); }
+  finally { button.disabled = false; }
+});
+
+let typing = null;
+$("#q").addEventListener("input", () => {
+  clearTimeout(typing);
+  typing = setTimeout(() => {
+    const q = $("#q").value.trim();
+    if (q.length >= 2) { state.page = 1; state.filters = {}; location.hash = `#/search?q=${encodeURIComponent(q)}`; }
+  }, 250);
+});
+$("#search-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const q = $("#q").value.trim();
+  if (q) { state.page = 1; state.filters = {}; location.hash = `#/search?q=${encodeURIComponent(q)}`; }
+});
+window.addEventListener("hashchange", route);
+loadUsers().then(route).catch((err) => { $("#main").innerHTML = `<p role="alert">Cannot reach the API: ${esc(err.message)}</p>`; });

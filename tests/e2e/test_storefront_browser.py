@@ -1,0 +1,111 @@
+"""The storefront in a real headless Chromium (Debian's, installed by `make`), driven by Playwright against
+`shopmind serve` on a trained artifact: search with a typo, filter by a facet, open an item, add it to the
+cart, and see the recommendations change. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: `make test` installs the Debian package")
+        pytest.skip("chromium not installed")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(served: dict, tmp_path_factory: pytest.TempPathFactory):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    state = tmp_path_factory.mktemp("e2e-state")
+    env = {**os.environ, **served["env"], "SHOPMIND_SERVING_STATE_DIR": str(state), "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.Popen([sys.executable, "-m", "shopmind.cli", "--store", str(served["store"]), "serve",
+                             str(served["artifact"]), "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(proc.stderr.read().decode()[-2000:])
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_search_filter_open_buy_and_recommendations_change(server: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    SHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server + "/")
+        expect(page.locator("#recs .card").first).to_be_visible(timeout=20_000)
+        page.screenshot(path=str(SHOTS / "1-home.png"))
+        shopper = page.locator("#user").input_value()
+        assert shopper != "new-shopper"  # a real shopper with a history is picked first
+
+        page.fill("#q", "starbuks gift card")  # results as you type, typo corrected
+        expect(page.locator("#search-status")).to_contain_text("showing results for", timeout=10_000)
+        expect(page.locator("#results .card").first).to_be_visible()
+        assert "starbucks" in page.locator("#results .card .title").first.inner_text().lower()
+        page.screenshot(path=str(SHOTS / "2-search.png"))
+
+        brand = page.locator("#facets input[name='f-brand']").first
+        chosen = brand.get_attribute("value")
+        brand.check()
+        expect(page.locator("#facets input[name='f-brand']:checked")).to_have_attribute("value", chosen)
+        expect(page.locator("#results .card .meta").first).to_contain_text(chosen)
+        page.screenshot(path=str(SHOTS / "3-filtered.png"))
+
+        page.locator("#results .card .title").first.click()
+        expect(page.locator("#item-title")).to_be_visible(timeout=10_000)
+        expect(page.get_by_role("heading", name="Knowledge card")).to_be_visible()
+        expect(page.get_by_role("heading", name="Similar items")).to_be_visible()
+        expect(page.locator("#recs .card").first).to_be_visible(timeout=10_000)
+        before = page.locator("#recs .card").evaluate_all("cards => cards.map(c => c.dataset.item)")
+        page.screenshot(path=str(SHOTS / "4-item.png"))
+
+        page.locator("article.item [data-action='add_to_cart']").click()
+        expect(page.locator("#search-status")).to_contain_text("recommendations updated", timeout=10_000)
+        page.wait_for_function("before => JSON.stringify([...document.querySelectorAll('#recs .card')]"
+                               ".map(c => c.dataset.item)) !== JSON.stringify(before)", arg=before, timeout=10_000)
+        after = page.locator("#recs .card").evaluate_all("cards => cards.map(c => c.dataset.item)")
+        assert after != before
+        page.screenshot(path=str(SHOTS / "5-after-cart.png"))
+
+        # Keyboard only: search with Enter, open a result with Enter; the skip link is the first stop.
+        assert page.evaluate("document.querySelector('a, button, input, select').className") == "skip"
+        page.goto(server + "/")
+        page.focus("#q")
+        page.keyboard.type("gift card")
+        page.keyboard.press("Enter")
+        expect(page.locator("#results .card").first).to_be_visible(timeout=10_000)
+        page.locator("#results .card .title").first.focus()
+        page.keyboard.press("Enter")
+        expect(page.locator("#item-title")).to_be_visible(timeout=10_000)
+        page.goto(server + "/#/dashboard")
+        expect(page.get_by_role("heading", name="Live traffic (last minute)")).to_be_visible(timeout=10_000)
+        expect(page.locator("#routes tbody tr").first).to_be_visible(timeout=10_000)
+        page.screenshot(path=str(SHOTS / "6-dashboard.png"))
+        browser.close()

@@ -1,0 +1,83 @@
+"""The storefront's server side: the page and its assets, shoppers, sessions that may post only their own
+shopper's interactions, the dashboard data and its plots (no path tricks)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from shopmind.config import load_settings
+from shopmind.serving import storefront
+from shopmind.serving.app import create_app
+from shopmind.serving.auth import KeyStore
+from shopmind.serving.server import keys_path, load_service
+
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
+
+
+@pytest.fixture(scope="module")
+def shop(served: dict, tmp_path_factory: pytest.TempPathFactory):
+    state = tmp_path_factory.mktemp("shop-state")
+    settings = load_settings(overrides={"store.path": str(served["store"]), "serving.state_dir": str(state),
+                                        "knowledge.onnx_dir": served["env"]["SHOPMIND_KNOWLEDGE_ONNX_DIR"]}, environ={})
+    service = load_service(served["artifact"], settings)
+    app = create_app(service, KeyStore(keys_path(settings)), settings.serving,
+                     secret=storefront.load_secret(state), results_dir=RESULTS)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, service
+
+
+def test_page_and_assets_are_served(shop) -> None:
+    c, _ = shop
+    page = c.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'id="q"' in page.text and "<label" in page.text and 'lang="en"' in page.text
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert c.get(asset).status_code == 200
+    assert c.get("/static/../app.py").status_code == 404
+
+
+def test_shoppers_are_real_users(shop) -> None:
+    c, service = shop
+    users = c.get("/storefront/users").json()["users"]
+    real = [u for u in users if u["user_id"] != "new-shopper"]
+    assert real and all(u["user_id"] in service.histories and u["events"] == len(service.histories[u["user_id"]])
+                        for u in real)
+    assert real[0]["events"] >= real[-1]["events"]
+
+
+def test_a_session_posts_only_its_own_shoppers_interactions(shop) -> None:
+    c, service = shop
+    user = c.get("/storefront/users").json()["users"][0]["user_id"]
+    token = c.get("/storefront/session", params={"user": user}).json()["token"]
+    item = str(service.catalog.item_ids[0])
+    ok = c.post("/events", json={"user_id": user, "item_id": item, "type": "add_to_cart"}, headers={"X-Session": token})
+    assert ok.status_code == 200 and ok.json()["accepted"] == 1
+    other = c.post("/events", json={"user_id": "someone-else", "item_id": item, "type": "view"},
+                   headers={"X-Session": token})
+    assert other.status_code == 403
+    rating = c.post("/events", json={"user_id": user, "item_id": item, "type": "rating", "value": 5},
+                    headers={"X-Session": token})
+    assert rating.status_code == 403  # ratings and reviews are not for browser sessions
+    forged = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+    assert c.post("/events", json={"user_id": user, "item_id": item, "type": "view"},
+                  headers={"X-Session": forged}).status_code == 401
+    secret = storefront.load_secret(service.state_dir.parent)
+    expired = storefront.session_token(secret, user, now=time.time() - 2 * storefront.SESSION_TTL)
+    assert storefront.session_user(secret, expired) is None
+    assert storefront.session_user(secret, "garbage") is None and storefront.session_user(secret, None) is None
+
+
+def test_dashboard_has_the_served_evaluation_and_safe_plots(shop) -> None:
+    c, _ = shop
+    d = c.get("/storefront/dashboard").json()
+    assert d["catalog"]["dataset"] == "amazon2018-giftcards"
+    first = d["reports"][0]
+    assert first["header"][0] == "system" and {r[0] for r in first["rows"]} >= {"ranker", "blend", "itemknn"}
+    if (RESULTS / "search-homedepot.png").is_file():
+        assert c.get("/storefront/plots/search-homedepot.png").headers["content-type"] == "image/png"
+    for bad in ("..%2Fpyproject.toml", "x.txt", "%2Fetc%2Fpasswd.png"):
+        assert c.get(f"/storefront/plots/{bad}").status_code == 404
