@@ -46,6 +46,7 @@ bench: install
 	$(BIN)/python bench/bench_search.py
 	$(BIN)/python bench/bench_pipeline.py
 	$(BIN)/python bench/bench_serving.py
+	$(BIN)/python bench/bench_storefront.py
 
 clean:
 	rm -rf $(VENV) shopmind.duckdb shopmind.duckdb.wal shopmind.rejects .pytest_cache

@@ -187,7 +187,9 @@ async function route() {
       $("#q").value = state.query;
       await renderSearch();
     } else await renderHome();
-    $("#main").focus({ preventScroll: true });
+    // Move focus to the new content for keyboard and screen-reader users, but never out of the search box:
+    // the shopper may still be typing (results as you type).
+    if (document.activeElement !== $("#q")) $("#main").focus({ preventScroll: true });
   } catch (err) {
     $("#main").innerHTML = `<p role="alert">Something went wrong: ${esc(err.message)}</p>`;
   }
@@ -217,11 +219,12 @@ $("#q").addEventListener("input", () => {
   clearTimeout(typing);
   typing = setTimeout(() => {
     const q = $("#q").value.trim();
-    if (q.length >= 2) { state.page = 1; state.filters = {}; location.hash = `#/search?q=${encodeURIComponent(q)}`; }
+    if (q.length >= 2 && q !== state.query) { state.page = 1; state.filters = {}; location.hash = `#/search?q=${encodeURIComponent(q)}`; }
   }, 250);
 });
 $("#search-form").addEventListener("submit", (e) => {
   e.preventDefault();
+  clearTimeout(typing);  // Enter already searches: a late as-you-type search must not pull the page back
   const q = $("#q").value.trim();
   if (q) { state.page = 1; state.filters = {}; location.hash = `#/search?q=${encodeURIComponent(q)}`; }
 });
