@@ -2,7 +2,10 @@
 "use strict";
 
 const $ = (sel, root = document) => root.querySelector(sel);
-const state = { user: null, token: null, query: "", page: 1, filters: {}, lastRecs: [] };
+const state = { user: null, token: null, query: "", page: 1, filters: {}, lastRecs: [], nav: 0 };
+// Each navigation gets a number; a render whose page was left while it awaited the API stops there.
+class Stale extends Error {}
+function fresh(nav) { if (nav !== state.nav) throw new Stale(); }
 
 function esc(text) {
   return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
@@ -56,8 +59,9 @@ function card(item, { recId = null, changed = false } = {}) {
     </div></article>`;
 }
 
-async function renderRecs(target, title, extra = "") {
+async function renderRecs(target, title, extra = "", nav = state.nav) {
   const res = await api(`/recommend/${encodeURIComponent(state.user)}?k=8${extra}`);
+  fresh(nav);
   const before = new Set(state.lastRecs);
   state.lastRecs = res.items.map((i) => i.item_id);
   target.innerHTML = `<h2 id="recs-title">${esc(title)}</h2>
@@ -82,7 +86,7 @@ function facetBox(name, values) {
     ${chosen ? `<button type="button" class="secondary" data-clear="${esc(name)}">Clear ${esc(name)}</button>` : ""}</fieldset>`;
 }
 
-async function renderSearch() {
+async function renderSearch(nav = state.nav) {
   const main = $("#main");
   const params = new URLSearchParams({ q: state.query, page: state.page, size: 12, user: state.user });
   for (const [k, v] of Object.entries(state.filters)) {
@@ -93,6 +97,7 @@ async function renderSearch() {
     } else params.set(k, v);
   }
   const res = await api(`/search?${params}`);
+  fresh(nav);
   status(`${res.total.toLocaleString()} results${res.corrected ? ` — showing results for “${res.corrected}”` : ""} · ${res.took_ms} ms`);
   const pages = Math.max(1, Math.ceil(Math.min(res.total, 600) / 12));
   main.innerHTML = `<h1>Results for “${esc(res.query)}”${res.corrected ? ` <small class="meta">(did you mean <b>${esc(res.corrected)}</b>?)</small>` : ""}</h1>
@@ -104,22 +109,23 @@ async function renderSearch() {
       <button type="button" class="secondary" data-page="${state.page + 1}" ${state.page >= pages ? "disabled" : ""}>Next</button></nav>
     <section id="recs-box" aria-live="polite"></section></section></div>`;
   $("#facets").addEventListener("change", (e) => {
-    if (e.target.name?.startsWith("f-")) { state.filters[e.target.name.slice(2)] = e.target.value; state.page = 1; renderSearch(); }
+    if (e.target.name?.startsWith("f-")) { state.filters[e.target.name.slice(2)] = e.target.value; state.page = 1; renderSearch(++state.nav).catch(quiet); }
   });
-  main.querySelectorAll("[data-clear]").forEach((b) => b.addEventListener("click", () => { delete state.filters[b.dataset.clear]; renderSearch(); }));
-  main.querySelectorAll("[data-page]").forEach((b) => b.addEventListener("click", () => { state.page = Number(b.dataset.page); renderSearch(); }));
-  await renderRecs($("#recs-box"), "Recommended for you within this search", `&query=${encodeURIComponent(state.query)}`);
+  main.querySelectorAll("[data-clear]").forEach((b) => b.addEventListener("click", () => { delete state.filters[b.dataset.clear]; renderSearch(++state.nav).catch(quiet); }));
+  main.querySelectorAll("[data-page]").forEach((b) => b.addEventListener("click", () => { state.page = Number(b.dataset.page); renderSearch(++state.nav).catch(quiet); }));
+  await renderRecs($("#recs-box"), "Recommended for you within this search", `&query=${encodeURIComponent(state.query)}`, nav);
 }
 
-async function renderHome() {
+async function renderHome(nav = state.nav) {
   status("");
   $("#main").innerHTML = `<section id="recs-box" aria-live="polite"><p>Loading recommendations…</p></section>`;
-  await renderRecs($("#recs-box"), "Recommended for you");
+  await renderRecs($("#recs-box"), "Recommended for you", "", nav);
 }
 
-async function renderItem(id) {
+async function renderItem(id, nav = state.nav) {
   status("");
   const item = await api(`/items/${encodeURIComponent(id)}`);
+  fresh(nav);
   sendEvent("view", id).catch(() => {});
   const k = item.knowledge || {};
   const aspects = (k.positive_aspects || []).map((a) => (typeof a === "string" ? a : a.aspect));
@@ -142,16 +148,18 @@ async function renderItem(id) {
     api(`/items/${encodeURIComponent(id)}/similar?k=4&method=pipeline`),
     api(`/items/${encodeURIComponent(id)}/similar?k=4&method=covisitation`),
   ]);
+  fresh(nav);
   $("#similar").innerHTML = sim.items.map((i) => card(i)).join("") || "<p class=meta>None yet.</p>";
   $("#together").innerHTML = together.items.map((i) => card(i)).join("") || "<p class=meta>Nobody bought it with anything else yet.</p>";
-  await renderRecs($("#recs-box"), "Recommended for you", `&item=${encodeURIComponent(id)}`);
+  await renderRecs($("#recs-box"), "Recommended for you", `&item=${encodeURIComponent(id)}`, nav);
 }
 
 // --- dashboard -------------------------------------------------------------------------------------------
 let liveTimer = null;
-async function renderDashboard() {
+async function renderDashboard(nav = state.nav) {
   status("");
   const data = await api("/storefront/dashboard");
+  fresh(nav);
   const rows = (table) => table.map((r) => `<tr>${r.map((c) => `<td>${esc(c)}</td>`).join("")}</tr>`).join("");
   $("#main").innerHTML = `<h1>Dashboard</h1>
     <section aria-labelledby="live-h"><h2 id="live-h">Live traffic (last minute)</h2><div class="kpis" id="live"></div>
@@ -176,21 +184,25 @@ async function renderDashboard() {
 }
 
 // --- routing and events ----------------------------------------------------------------------------------
+function quiet(err) { if (!(err instanceof Stale)) status(`Something went wrong: ${err.message}`); }
+
 async function route() {
   const hash = location.hash || "#/";
+  const nav = ++state.nav;
   try {
-    if (hash.startsWith("#/item/")) await renderItem(decodeURIComponent(hash.slice(7)));
-    else if (hash.startsWith("#/dashboard")) await renderDashboard();
+    if (hash.startsWith("#/item/")) await renderItem(decodeURIComponent(hash.slice(7)), nav);
+    else if (hash.startsWith("#/dashboard")) await renderDashboard(nav);
     else if (hash.startsWith("#/search")) {
       const p = new URLSearchParams(hash.split("?")[1] || "");
       state.query = p.get("q") || "";
       $("#q").value = state.query;
-      await renderSearch();
-    } else await renderHome();
+      await renderSearch(nav);
+    } else await renderHome(nav);
     // Move focus to the new content for keyboard and screen-reader users, but never out of the search box:
     // the shopper may still be typing (results as you type).
     if (document.activeElement !== $("#q")) $("#main").focus({ preventScroll: true });
   } catch (err) {
+    if (err instanceof Stale) return;  // the shopper has moved on; the newer page renders itself
     $("#main").innerHTML = `<p role="alert">Something went wrong: ${esc(err.message)}</p>`;
   }
 }
@@ -210,7 +222,7 @@ document.addEventListener("click", async (e) => {
     status(action === "purchase" ? "Bought — recommendations updated" : "Added to cart — recommendations updated");
     const box = $("#recs-box");
     if (box) await renderRecs(box, "Recommended for you", location.hash.startsWith("#/search") ? `&query=${encodeURIComponent(state.query)}` : "");
-  } catch (err) { status(`Could not record that: ${err.message}`); }
+  } catch (err) { if (!(err instanceof Stale)) status(`Could not record that: ${err.message}`); }
   finally { button.disabled = false; }
 });
 
