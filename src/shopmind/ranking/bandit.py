@@ -23,13 +23,6 @@ class ThompsonExplorer:
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
 
-    def grow(self, n_items: int) -> None:
-        """Room for items added to the catalog since start."""
-        extra = n_items - len(self.impressions)
-        if extra > 0:
-            self.impressions = np.concatenate([self.impressions, np.zeros(extra)])
-            self.clicks = np.concatenate([self.clicks, np.zeros(extra)])
-
     def record(self, row: int, impressions: int = 0, clicks: int = 0) -> None:
         with self._lock:
             if 0 <= row < len(self.impressions):
@@ -38,9 +31,14 @@ class ThompsonExplorer:
                 # a click on an item whose impression was never reported still means it was shown
                 self.impressions[row] = max(self.impressions[row], self.clicks[row])
 
-    def posterior_mean(self, rows: np.ndarray) -> np.ndarray:
+    def _beta(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior Beta(a, b) of each row's click-through."""
         a = self.prior_ctr * self.prior_weight + self.clicks[rows]
         b = (1 - self.prior_ctr) * self.prior_weight + np.maximum(self.impressions[rows] - self.clicks[rows], 0)
+        return a, b
+
+    def posterior_mean(self, rows: np.ndarray) -> np.ndarray:
+        a, b = self._beta(rows)
         return a / (a + b)
 
     def eligible(self, rows: np.ndarray) -> np.ndarray:
@@ -51,8 +49,7 @@ class ThompsonExplorer:
         rows = self.eligible(np.asarray(rows, np.int64))
         if not len(rows):
             return None
-        a = self.prior_ctr * self.prior_weight + self.clicks[rows]
-        b = (1 - self.prior_ctr) * self.prior_weight + np.maximum(self.impressions[rows] - self.clicks[rows], 0)
+        a, b = self._beta(rows)
         with self._lock:
             sample = self._rng.beta(a, b)
         return int(rows[int(np.argmax(sample))])
