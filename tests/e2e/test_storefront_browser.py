@@ -53,59 +53,81 @@ def server(served: dict, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_search_filter_open_buy_and_recommendations_change(server: str) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     SHOTS.mkdir(exist_ok=True)
+    for old in SHOTS.glob("failure*"):
+        old.unlink()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(server + "/")
-        expect(page.locator("#recs .card").first).to_be_visible(timeout=20_000)
-        page.screenshot(path=str(SHOTS / "1-home.png"))
-        shopper = page.locator("#user").input_value()
-        assert shopper != "new-shopper"  # a real shopper with a history is picked first
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"console.{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: console.append(f"page error: {e}"))
+        try:
+            _walk(page, server)
+        except BaseException:
+            # What the page showed and logged when it failed, next to the screenshots.
+            page.screenshot(path=str(SHOTS / "failure.png"))
+            (SHOTS / "failure-console.txt").write_text("\n".join([page.url, *console]) + "\n")
+            raise
+        finally:
+            browser.close()
+        assert not [m for m in console if m.startswith("page error")], console
 
-        page.fill("#q", "starbuks gift card")  # results as you type, typo corrected
-        expect(page.locator("#search-status")).to_contain_text("showing results for", timeout=10_000)
-        expect(page.locator("#results .card").first).to_be_visible()
-        assert "starbucks" in page.locator("#results .card .title").first.inner_text().lower()
-        page.screenshot(path=str(SHOTS / "2-search.png"))
 
-        brand = page.locator("#facets input[name='f-brand']").first
-        chosen = brand.get_attribute("value")
-        brand.check()
-        expect(page.locator("#facets input[name='f-brand']:checked")).to_have_attribute("value", chosen)
-        expect(page.locator("#results .card .meta").first).to_contain_text(chosen)
-        page.screenshot(path=str(SHOTS / "3-filtered.png"))
+def _walk(page, server: str) -> None:
+    """The shopper's path; each step waits for what the page must show."""
+    from playwright.sync_api import expect
 
-        page.locator("#results .card .title").first.click()
-        expect(page.locator("#item-title")).to_be_visible(timeout=10_000)
-        expect(page.get_by_role("heading", name="Knowledge card")).to_be_visible()
-        expect(page.get_by_role("heading", name="Similar items")).to_be_visible()
-        expect(page.locator("#recs .card").first).to_be_visible(timeout=10_000)
-        before = page.locator("#recs .card").evaluate_all("cards => cards.map(c => c.dataset.item)")
-        page.screenshot(path=str(SHOTS / "4-item.png"))
+    page.goto(server + "/")
+    expect(page.locator("#recs .card").first).to_be_visible(timeout=20_000)
+    page.screenshot(path=str(SHOTS / "1-home.png"))
+    shopper = page.locator("#user").input_value()
+    assert shopper != "new-shopper"  # a real shopper with a history is picked first
 
-        page.locator("article.item [data-action='add_to_cart']").click()
-        expect(page.locator("#search-status")).to_contain_text("recommendations updated", timeout=10_000)
-        page.wait_for_function("before => JSON.stringify([...document.querySelectorAll('#recs .card')]"
-                               ".map(c => c.dataset.item)) !== JSON.stringify(before)", arg=before, timeout=10_000)
-        after = page.locator("#recs .card").evaluate_all("cards => cards.map(c => c.dataset.item)")
-        assert after != before
-        page.screenshot(path=str(SHOTS / "5-after-cart.png"))
+    page.fill("#q", "starbuks gift card")  # results as you type, typo corrected
+    expect(page.locator("#search-status")).to_contain_text("showing results for", timeout=10_000)
+    expect(page.locator("#results .card").first).to_be_visible()
+    assert "starbucks" in page.locator("#results .card .title").first.inner_text().lower()
+    page.screenshot(path=str(SHOTS / "2-search.png"))
 
-        # Keyboard only: search with Enter, open a result with Enter; the skip link is the first stop.
-        assert page.evaluate("document.querySelector('a, button, input, select').className") == "skip"
-        page.goto(server + "/")
-        page.focus("#q")
-        page.keyboard.type("gift card")
-        page.keyboard.press("Enter")
-        expect(page.locator("#results .card").first).to_be_visible(timeout=10_000)
-        page.locator("#results .card .title").first.focus()
-        page.keyboard.press("Enter")
-        expect(page.locator("#item-title")).to_be_visible(timeout=10_000)
-        page.goto(server + "/#/dashboard")
-        expect(page.get_by_role("heading", name="Live traffic (last minute)")).to_be_visible(timeout=10_000)
-        expect(page.locator("#routes tbody tr").first).to_be_visible(timeout=10_000)
-        page.screenshot(path=str(SHOTS / "6-dashboard.png"))
-        browser.close()
+    brand = page.locator("#facets input[name='f-brand']").first
+    chosen = brand.get_attribute("value")
+    brand.check()
+    expect(page.locator("#facets input[name='f-brand']:checked")).to_have_attribute("value", chosen)
+    expect(page.locator("#results .card .meta").first).to_contain_text(chosen)
+    page.screenshot(path=str(SHOTS / "3-filtered.png"))
+
+    page.locator("#results .card .title").first.click()
+    expect(page.locator("#item-title")).to_be_visible(timeout=10_000)
+    expect(page.get_by_role("heading", name="Knowledge card")).to_be_visible()
+    expect(page.get_by_role("heading", name="Similar items")).to_be_visible()
+    expect(page.locator("#recs .card").first).to_be_visible(timeout=10_000)
+    before = page.locator("#recs .card").evaluate_all("cards => cards.map(c => c.dataset.item)")
+    page.screenshot(path=str(SHOTS / "4-item.png"))
+
+    page.locator("article.item [data-action='add_to_cart']").click()
+    expect(page.locator("#search-status")).to_contain_text("recommendations updated", timeout=10_000)
+    page.wait_for_function("before => JSON.stringify([...document.querySelectorAll('#recs .card')]"
+                           ".map(c => c.dataset.item)) !== JSON.stringify(before)", arg=before, timeout=10_000)
+    after = page.locator("#recs .card").evaluate_all("cards => cards.map(c => c.dataset.item)")
+    assert after != before
+    page.screenshot(path=str(SHOTS / "5-after-cart.png"))
+
+    # Keyboard only: search with Enter, open a result with Enter; the skip link is the first stop.
+    assert page.evaluate("document.querySelector('a, button, input, select').className") == "skip"
+    page.goto(server + "/")
+    page.focus("#q")
+    page.keyboard.type("gift card")
+    page.keyboard.press("Enter")
+    expect(page.locator("#results .card").first).to_be_visible(timeout=10_000)
+    page.locator("#results .card .title").first.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#item-title")).to_be_visible(timeout=10_000)
+    page.goto(server + "/#/dashboard")
+    expect(page.get_by_role("heading", name="Live traffic (last minute)")).to_be_visible(timeout=10_000)
+    expect(page.locator("#routes tbody tr").first).to_be_visible(timeout=10_000)
+    expect(page.locator("#event-types tbody tr").first).to_be_visible(timeout=10_000)
+    page.screenshot(path=str(SHOTS / "6-dashboard.png"))
+

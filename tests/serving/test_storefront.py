@@ -81,3 +81,28 @@ def test_dashboard_has_the_served_evaluation_and_safe_plots(shop) -> None:
         assert c.get("/storefront/plots/search-homedepot.png").headers["content-type"] == "image/png"
     for bad in ("..%2Fpyproject.toml", "x.txt", "%2Fetc%2Fpasswd.png"):
         assert c.get(f"/storefront/plots/{bad}").status_code == 404
+
+
+def test_dashboard_counts_events_by_type_in_the_artifact_and_live(shop) -> None:
+    c, service = shop
+
+    def counts() -> dict[str, tuple[int, int]]:
+        d = c.get("/storefront/dashboard").json()["events"]
+        assert d["header"] == ["event type", "in the artifact", "logged since"]
+        return {r[0]: (int(r[1].replace(",", "")), int(r[2].replace(",", ""))) for r in d["rows"]}
+
+    before = counts()
+    stored = service.artifact.manifest["event_types"]
+    assert sum(v[0] for v in before.values()) == service.artifact.manifest["events"] == sum(stored.values()) > 0
+    user = "dashboard-shopper"
+    token = c.get("/storefront/session", params={"user": user}).json()["token"]
+    items = [str(i) for i in service.catalog.item_ids[:3]]
+    batch = [{"user_id": user, "item_id": i, "type": "view"} for i in items] + [
+        {"user_id": user, "item_id": items[0], "type": "purchase"}]
+    assert c.post("/events", json={"events": batch}, headers={"X-Session": token}).json()["accepted"] == 4
+    after = counts()
+    assert after["view"][1] == before.get("view", (0, 0))[1] + 3
+    assert after["purchase"][1] == before.get("purchase", (0, 0))[1] + 1
+    assert {k: v[0] for k, v in after.items() if v[0]} == stored  # the artifact's side does not move
+    service.forget(user)  # a forgotten shopper's events leave the statistics too
+    assert counts().get("view", (0, 0))[1] == before.get("view", (0, 0))[1]

@@ -266,7 +266,8 @@ def create_app(service: Service, keys: KeyStore, settings: ServingSettings | Non
                 log.exception("request %s failed (%s %s)", rid, scope["method"], scope.get("path"))
                 if not state["started"]:
                     await _send_json(send, 500, {"detail": "internal error", "request_id": rid})
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = getattr(scope.get("route"), "path", None) or (  # mounted files carry no route
+                "/static/{file}" if scope.get("path", "").startswith("/static/") else "unmatched")
             dt = time.perf_counter() - t0
             requests.labels(route, scope["method"], str(state["status"])).inc()
             latency.labels(route).observe(dt)

@@ -119,7 +119,8 @@ def save(folder: str | Path, pipeline: RankingPipeline, store: Store, dataset: s
 
     manifest = {"format": FORMAT, "dataset": dataset, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "shopmind": __version__, "items": int(len(data.item_ids)), "users": int(len(users)),
-                "events": int(len(events)), "sources": pipeline.sources.names, "ranker": pipeline.ranker is not None,
+                "events": int(len(events)), "event_types": {str(k): int(v) for k, v in events["type"].value_counts().items()},
+                "sources": pipeline.sources.names, "ranker": pipeline.ranker is not None,
                 "summary": {n: {k: round(v, 4) for k, v in r.items() if k in ("recall@10", "ndcg@10", "recall@50")}
                             for n, r in report.get("results", {}).items()}}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -79,7 +79,8 @@ class Service:
         self.explorer = ThompsonExplorer(self.n_items, seed=seed)
         self.histories: dict[str, list[int]] = {u: list(h[-MAX_HISTORY:]) for u, h in artifact.histories.items()}
         self.purchases: dict[str, set[int]] = {u: set(p) for u, p in artifact.purchases.items()}
-        self.event_counts: dict[str, int] = {}
+        self.event_counts: dict[str, Counter[str]] = {}  # per user: logged events by type
+        self.type_counts: Counter[str] = Counter()  # all logged events by type (the dashboard's statistics)
         # Ranked candidate pools by (user, user state version, request context): the expensive part of a
         # recommendation (every source, features, the ranker) is redone only when the user's history changed;
         # diversity, exploration and explanations run on every request.
@@ -120,6 +121,7 @@ class Service:
             self.histories = {u: list(h[-MAX_HISTORY:]) for u, h in self.artifact.histories.items()}
             self.purchases = {u: set(p) for u, p in self.artifact.purchases.items()}
             self.event_counts = {}
+            self.type_counts = Counter()
             self.versions = {u: v + 1 for u, v in self.versions.items()}
             self.cache.clear()
             self.explorer = ThompsonExplorer(self.n_items)
@@ -153,14 +155,15 @@ class Service:
         self.versions[user] = self.versions.get(user, 0) + 1  # cached pools of the user are stale
         self.histories.pop(user, None)
         self.purchases.pop(user, None)
-        self.event_counts.pop(user, None)
+        self.type_counts -= self.event_counts.pop(user, Counter())
 
     def _apply(self, e: dict[str, Any]) -> None:
         """Apply one logged event to the online state (also used for replay at start)."""
         user, kind, item = e["user_id"], e["type"], e.get("item_id")
         r = self.catalog.index.get(str(item)) if item is not None else None
         with self._lock:
-            self.event_counts[user] = self.event_counts.get(user, 0) + 1
+            self.event_counts.setdefault(user, Counter())[kind] += 1
+            self.type_counts[kind] += 1
             self.versions[user] = self.versions.get(user, 0) + 1
             if r is None:
                 return
@@ -263,7 +266,7 @@ class Service:
         ad_items = self._ads(user, seq, filters, ads) if ads else []
         rec_id = uuid.uuid4().hex  # events that answer this list (impressions, clicks) carry it back
         return {"rec_id": rec_id, "user_id": user, "known_user": bool(history), "history_size": len(history),
-                "events_seen": self.event_counts.get(user, 0), "items": items, "ads": ad_items,
+                "events_seen": sum(self.event_counts.get(user, Counter()).values()), "items": items, "ads": ad_items,
                 "took_ms": round((time.perf_counter() - t0) * 1e3, 2)}
 
     def _ranked(self, user: str, seq: list[int], blocked: np.ndarray, filters: Filters | None, query: str | None,

@@ -90,6 +90,10 @@ def dashboard(service: Service, results_dir: Path | None) -> dict[str, Any]:
     catalog = {"dataset": m["dataset"], "items": f"{m['items']:,}", "users in the artifact": f"{m['users']:,}",
                "events in the artifact": f"{m['events']:,}", "events logged since": f"{service.log.records:,}"
                if service.log else "0", "artifact created": m.get("created", "")}
+    stored, live = m.get("event_types") or {}, dict(service.type_counts)
+    kinds = sorted(set(stored) | set(live), key=lambda k: (-stored.get(k, 0) - live.get(k, 0), k))
+    events = {"header": ["event type", "in the artifact", "logged since"],
+              "rows": [[k, f"{stored.get(k, 0):,}", f"{live.get(k, 0):,}"] for k in kinds]}
     reports: list[dict[str, Any]] = []
     ev = art.folder / "evaluation.json"
     if ev.is_file():
@@ -129,7 +133,7 @@ def dashboard(service: Service, results_dir: Path | None) -> dict[str, Any]:
                             "rows": [[k, load[k]["p50_ms"], load[k]["p95_ms"], load[k]["p99_ms"]]
                                      for k in ("recommend", "search", "events")], "note": r.get("command", ""),
                             "plot": _plot(folder, f"serving-{m['dataset']}.png")})
-    return {"catalog": catalog, "reports": reports}
+    return {"catalog": catalog, "events": events, "reports": reports}
 
 
 def _plot(folder: Path, name: str) -> str | None:

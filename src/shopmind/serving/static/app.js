@@ -165,7 +165,9 @@ async function renderDashboard(nav = state.nav) {
     <section aria-labelledby="live-h"><h2 id="live-h">Live traffic (last minute)</h2><div class="kpis" id="live"></div>
       <table id="routes"><thead><tr><th>route</th><th>requests</th><th>p50 ms</th><th>p99 ms</th></tr></thead><tbody></tbody></table></section>
     <section aria-labelledby="cat-h"><h2 id="cat-h">Catalog and events</h2>
-      <table><tbody>${rows(Object.entries(data.catalog))}</tbody></table></section>
+      <table><tbody>${rows(Object.entries(data.catalog))}</tbody></table>
+      <table id="event-types"><caption>Events by type</caption><thead><tr>${data.events.header.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead>
+        <tbody>${rows(data.events.rows)}</tbody></table></section>
     ${data.reports.map((r) => `<section><h2>${esc(r.title)}</h2>
         <table><thead><tr>${r.header.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead><tbody>${rows(r.rows)}</tbody></table>
         ${r.note ? `<p class="meta">${esc(r.note)}</p>` : ""}
