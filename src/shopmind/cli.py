@@ -408,6 +408,7 @@ def demo(
         raise typer.Exit(1)
     if as_json:
         return
+    out.print(_steps_table(result["steps"], result["seconds"]))
     ok = all(s["matches_published"] is not False for s in result["datasets"])
     out.print(("[green]all statistics match the published figures[/]" if ok
                else "[red]some statistics differ from the published figures[/]") + f" ({result['seconds']:.1f} s)")
@@ -423,6 +424,16 @@ def demo(
 
 
 DEMO_SERVE = "amazon-scientific"
+
+
+def _steps_table(steps: list[dict[str, Any]], total: float) -> Table:
+    """What each demo step did and how long it took (reused steps cost nothing)."""
+    table = Table("step", "status", "seconds", title="demo steps")
+    for s in steps:
+        name = f"ingest {s['dataset']}" if "dataset" in s else s["step"]
+        table.add_row(name, s["status"], f"{s['seconds']:.1f}" if "seconds" in s else "–")
+    table.add_row("[bold]total[/]", "", f"[bold]{total:.1f}[/]")
+    return table
 
 
 def _fresh(path: Path, store: Store, dataset: str) -> bool:
@@ -473,7 +484,7 @@ def _demo_train_and_search(store: Store, settings: Settings, names: list[str], q
                 result = search_eval.run(store, engine, "homedepot",
                                          on_step=lambda m: status.update(f"evaluate-search homedepot: {m}"))
             save_tuning(engine, settings, "homedepot")
-            search_eval.write(result, settings.store.path.with_name(settings.store.path.name + ".benchmarks"))
+            search_eval.write(result, settings.benchmarks_dir)
             steps.append({"step": "evaluate-search homedepot", "status": "done",
                           "seconds": round(time.perf_counter() - t, 1)})
             if not quiet:
@@ -546,7 +557,7 @@ def benchmark(
         from .knowledge.mine import item_vectors_for
 
         vectors = item_vectors_for(settings.knowledge_dir / dataset, proto.full.item_ids)
-        folder = out_dir or settings.store.path.with_name(settings.store.path.name + ".benchmarks")
+        folder = out_dir or settings.benchmarks_dir
         with err.status("benchmark …") as status:
             result = runner.run(proto, names, grid=grid, item_vectors=vectors, log_dir=folder / "runs" / dataset,
                                 cold_share=cold_share,
@@ -663,7 +674,7 @@ def evaluate_search(
                                          on_step=lambda msg: status.update(f"evaluate-search {dataset}: {msg}"))
         result["engine"] = report
         result["seconds"]["total"] = round(time.perf_counter() - t0, 1)
-        folder = out_dir or settings.store.path.with_name(settings.store.path.name + ".benchmarks")
+        folder = out_dir or settings.benchmarks_dir
         result["files"] = search_eval.write(result, folder)
         result["tuning_saved"] = str(save_tuning(engine, settings, dataset))
         return result

@@ -97,6 +97,11 @@ class Settings(_Section):
         return self.serving.state_dir or self.store.path.with_name(self.store.path.name + ".serving")
 
     @property
+    def benchmarks_dir(self) -> Path:
+        """Where `benchmark`, `evaluate-search` and `demo` write their results (next to the store)."""
+        return self.store.path.with_name(self.store.path.name + ".benchmarks")
+
+    @property
     def cache_dir(self) -> Path:
         return self.data.cache_dir or Path(user_cache_dir("shopmind")) / "datasets"
 

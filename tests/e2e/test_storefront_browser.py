@@ -131,3 +131,12 @@ def _walk(page, server: str) -> None:
     expect(page.locator("#event-types tbody tr").first).to_be_visible(timeout=10_000)
     page.screenshot(path=str(SHOTS / "6-dashboard.png"))
 
+    # Responsive: on a phone-sized screen nothing is wider than the screen (no sideways scrolling).
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(server + "/#/search?q=gift%20card")
+    expect(page.locator("#results .card").first).to_be_visible(timeout=10_000)
+    expect(page.locator("#recs .card").first).to_be_visible(timeout=10_000)
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0, f"the page is {overflow} px wider than a 390 px screen"
+    page.screenshot(path=str(SHOTS / "7-phone.png"), full_page=True)
+

@@ -19,13 +19,20 @@ RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 
 
 @pytest.fixture(scope="module")
-def shop(served: dict, tmp_path_factory: pytest.TempPathFactory):
+def local_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The store's .benchmarks folder, where `shopmind demo` and `evaluate-search` write on this machine."""
+    return tmp_path_factory.mktemp("local-runs")
+
+
+@pytest.fixture(scope="module")
+def shop(served: dict, local_runs: Path, tmp_path_factory: pytest.TempPathFactory):
     state = tmp_path_factory.mktemp("shop-state")
     settings = load_settings(overrides={"store.path": str(served["store"]), "serving.state_dir": str(state),
                                         "knowledge.onnx_dir": served["env"]["SHOPMIND_KNOWLEDGE_ONNX_DIR"]}, environ={})
     service = load_service(served["artifact"], settings)
     app = create_app(service, KeyStore(keys_path(settings)), settings.serving,
-                     secret=storefront.load_secret(state), results_dir=RESULTS)
+                     secret=storefront.load_secret(state),
+                     results={"local": local_runs, "bench": RESULTS})
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client, service
 
@@ -78,9 +85,26 @@ def test_dashboard_has_the_served_evaluation_and_safe_plots(shop) -> None:
     first = d["reports"][0]
     assert first["header"][0] == "system" and {r[0] for r in first["rows"]} >= {"ranker", "blend", "itemknn"}
     if (RESULTS / "search-homedepot.png").is_file():
-        assert c.get("/storefront/plots/search-homedepot.png").headers["content-type"] == "image/png"
-    for bad in ("..%2Fpyproject.toml", "x.txt", "%2Fetc%2Fpasswd.png"):
-        assert c.get(f"/storefront/plots/{bad}").status_code == 404
+        assert c.get("/storefront/plots/bench/search-homedepot.png").headers["content-type"] == "image/png"
+    for bad in ("..%2Fpyproject.toml", "x.txt", "%2Fetc%2Fpasswd.png", "..%2F..%2Fsearch-homedepot.png"):
+        assert c.get(f"/storefront/plots/bench/{bad}").status_code == 404
+    assert c.get("/storefront/plots/elsewhere/search-homedepot.png").status_code == 422  # unknown source
+
+
+def test_dashboard_shows_this_machines_runs_before_the_benchmarks(shop, local_runs: Path) -> None:
+    c, _ = shop
+    if not (RESULTS / "search-homedepot.json").is_file():
+        pytest.skip("no committed search benchmark to stand in for a local run")
+    before = c.get("/storefront/dashboard").json()["reports"]
+    assert not any("measured on this machine" in r["title"] for r in before)
+    for name in ("search-homedepot.json", "search-homedepot.png"):  # as `shopmind evaluate-search` writes them
+        (local_runs / name).write_bytes((RESULTS / name).read_bytes())
+    reports = c.get("/storefront/dashboard").json()["reports"]
+    titles = [r["title"] for r in reports]
+    local = titles.index(next(t for t in titles if t.startswith("Search") and "measured on this machine" in t))
+    assert local < titles.index(next(t for t in titles if t.startswith("Search") and "benchmark" in t))
+    assert reports[local]["plot"] == "/storefront/plots/local/search-homedepot.png"
+    assert c.get(reports[local]["plot"]).content == (RESULTS / "search-homedepot.png").read_bytes()
 
 
 def test_dashboard_counts_events_by_type_in_the_artifact_and_live(shop) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 import warnings
@@ -51,6 +52,17 @@ def resolve_model_path(model: str) -> str:
 
 def _slug(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+class _DropMessage(logging.Filter):
+    """Drops log records whose message starts with a prefix (a library's advice that does not apply)."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
 
 
 @contextmanager
@@ -128,6 +140,9 @@ class Encoder:
                 from sentence_transformers import SentenceTransformer
             except ImportError as e:  # pragma: no cover - the lm extra is part of make install
                 raise EncoderError("sentence-transformers is not installed (pip install 'shopmind[lm]')") from e
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # a "Loading weights" bar on every load; shopmind shows its own
             device = "cuda" if _gpu_available() else "cpu"
             try:
                 st = SentenceTransformer(self.path, device=device)
@@ -163,8 +178,14 @@ class Encoder:
                 from onnxruntime.quantization import QuantType, quantize_dynamic
 
                 tmp = target.with_suffix(".tmp.onnx")
-                quantize_dynamic(str(opt), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
-                                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                # The model was optimised above, which is the "pre-processing" ORT advises on every call.
+                quiet = _DropMessage("Please consider to run pre-processing")
+                logging.getLogger().addFilter(quiet)
+                try:
+                    quantize_dynamic(str(opt), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                finally:
+                    logging.getLogger().removeFilter(quiet)
                 os.replace(tmp, target)
                 _atomic_write(meta_path, opt_meta.read_text())
         return target

@@ -149,8 +149,8 @@ class Catalog:
         return keep
 
     def facets(self, rows: Sequence[int] | np.ndarray, top: int = 10) -> dict[str, list[tuple[str, int]]]:
-        """Counts of categories (every level), brands and price buckets over result rows, most frequent first
-        (ties by value)."""
+        """Counts of categories (every level) and brands over result rows, most frequent first (ties by
+        value); price buckets in price order, as a shopper reads a price range."""
         rows = np.asarray(rows, np.int64)
         out: dict[str, list[tuple[str, int]]] = {}
         for name, matrix in self._facet_matrix.items():
@@ -158,5 +158,7 @@ class Catalog:
             counts = np.asarray(matrix[rows].sum(axis=0)).ravel()[:len(names)] if len(rows) else np.zeros(len(names))
             nz = np.flatnonzero(counts)
             order = nz[np.lexsort((names[nz].astype(str), -counts[nz]))][:top]
+            if name == "price":
+                order = sorted(order, key=lambda i: float(str(names[i]).split("–")[0].rstrip("+")))
             out[name] = [(str(names[i]), int(counts[i])) for i in order]
         return out

@@ -9,6 +9,7 @@ field at once (a sparse matrix lookup), which makes exact filtering before top-k
 
 from __future__ import annotations
 
+import logging
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -42,6 +43,7 @@ class LexicalIndex:
         """Rebuild the BM25 statistics with other k1 / b (the analysed terms are kept)."""
         import bm25s
 
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import: a line per build
         self.k1, self.b = k1, b
         self._fields = {}
         for name, terms in self._terms.items():

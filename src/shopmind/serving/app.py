@@ -188,11 +188,13 @@ def _filters(category: str | None, brand: str | None, price_min: float | None, p
 
 def create_app(service: Service, keys: KeyStore, settings: ServingSettings | None = None,
                loader: Callable[[str | None], Service] | None = None, secret: bytes | None = None,
-               results_dir: FilePath | None = None) -> FastAPI:
+               results: dict[str, FilePath | None] | None = None) -> FastAPI:
     """The API over a service. loader(path) builds a new service for POST /admin/reload; secret signs
-    storefront sessions (default: a fresh one); results_dir holds benchmark results for the dashboard."""
+    storefront sessions (default: a fresh one); results maps storefront.SOURCES to the folders of result
+    files shown on the dashboard."""
     cfg = settings or ServingSettings()
     secret = secret or secrets.token_bytes(32)
+    folders = {k: (results or {}).get(k) for k in storefront.SOURCES}
     holder = Holder(service, loader)
     registry = CollectorRegistry()
     exposition = registry
@@ -515,11 +517,11 @@ def create_app(service: Service, keys: KeyStore, settings: ServingSettings | Non
 
         @app.get("/storefront/dashboard", tags=["storefront"], dependencies=[Read])
         async def dashboard() -> Response:
-            return ok(await on_cpu(storefront.dashboard, holder.service, results_dir))
+            return ok(await on_cpu(storefront.dashboard, holder.service, folders))
 
-        @app.get("/storefront/plots/{name}", tags=["storefront"], dependencies=[Read])
-        async def plot(name: Annotated[str, Path(max_length=100)]) -> Response:
-            path = storefront.plot_path(results_dir, name)
+        @app.get("/storefront/plots/{source}/{name}", tags=["storefront"], dependencies=[Read])
+        async def plot(source: Literal["local", "bench"], name: Annotated[str, Path(max_length=100)]) -> Response:
+            path = storefront.plot_path(folders, source, name)
             if path is None:
                 raise HTTPException(404, "no such plot")
             return Response(path.read_bytes(), media_type="image/png")

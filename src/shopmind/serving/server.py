@@ -68,11 +68,11 @@ def _build_app(folder: str | Path, settings: Settings) -> Any:
     if not len(keys):
         logging.getLogger("shopmind.serving").warning(
             "no API keys in %s: writes are refused until one is created (shopmind keys create NAME)", keys.path)
-    results = settings.serving.results_dir or (Path("bench/results") if Path("bench/results").is_dir() else None)
+    bench = settings.serving.results_dir or (Path("bench/results") if Path("bench/results").is_dir() else None)
     from .storefront import load_secret
 
     return create_app(service, keys, settings.serving, loader, secret=load_secret(settings.state_dir),
-                      results_dir=results)
+                      results={"local": settings.benchmarks_dir, "bench": bench})
 
 
 def worker_app() -> Any:

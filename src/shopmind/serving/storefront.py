@@ -82,9 +82,14 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def dashboard(service: Service, results_dir: Path | None) -> dict[str, Any]:
-    """Catalog and event statistics plus result tables: the served artifact's own evaluation, and the
-    benchmark results in results_dir (bench/results) when present."""
+# Where the dashboard's result files come from: the runs made on this machine (`shopmind demo`,
+# `evaluate-search`, `benchmark` write into the store's .benchmarks folder) and the committed benchmarks.
+SOURCES = {"local": "measured on this machine", "bench": "benchmark"}
+
+
+def dashboard(service: Service, folders: dict[str, Path | None]) -> dict[str, Any]:
+    """Catalog and event statistics plus result tables: the served artifact's own evaluation, then the
+    result files in each of folders ({"local": the store's .benchmarks, "bench": bench/results})."""
     art = service.artifact
     m = art.manifest
     catalog = {"dataset": m["dataset"], "items": f"{m['items']:,}", "users in the artifact": f"{m['users']:,}",
@@ -104,45 +109,54 @@ def dashboard(service: Service, results_dir: Path | None) -> dict[str, Any]:
                         "rows": [[n, _fmt(v["recall@10"]), _fmt(v["ndcg@10"]), _fmt(v["recall@50"])]
                                  for n, v in r["results"].items()], "note": "learned ranker vs each candidate source",
                         "plot": None})
-    folder = Path(results_dir) if results_dir else None
-    if folder and folder.is_dir():
-        rec = folder / f"recommenders-{m['dataset']}.json"
-        if rec.is_file():
-            r = json.loads(rec.read_text())
-            rows = [[x["model"], _fmt(x["test"]["recall@10"]), _fmt(x["test"]["ndcg@10"]), _fmt(x["test"]["recall@50"])]
-                    for x in r["results"]]
-            rows += [[f"{name} (published)", _fmt(v.get("recall@10", "")), _fmt(v.get("ndcg@10", "")),
-                      _fmt(v.get("recall@50", ""))] for name, v in (r.get("published") or {}).items()]
-            reports.append({"title": f"Recommenders on {m['dataset']} (benchmark)", "rows": rows,
-                            "header": ["model", "Recall@10", "NDCG@10", "Recall@50"], "note": r.get("command", ""),
-                            "plot": _plot(folder, f"recommenders-{m['dataset']}.png")})
-        search = folder / "search-homedepot.json"
-        if search.is_file():
-            r = json.loads(search.read_text())
-            reports.append({"title": f"Search on Home Depot ({r['queries']['test']:,} unseen queries, benchmark)",
-                            "header": ["system", "NDCG@10", "Recall@100", "re-rank lift"],
-                            "rows": [[n, _fmt(v["ndcg@10"]), _fmt(v["recall@100"]), _fmt(v["rerank_lift"])]
-                                     for n, v in r["results"].items()], "note": r.get("command", ""),
-                            "plot": _plot(folder, "search-homedepot.png")})
-        serving = folder / f"serving-{m['dataset']}.json"
-        if serving.is_file():
-            r = json.loads(serving.read_text())
-            load = r["load"]
-            reports.append({"title": f"Serving load test ({load['clients']} clients, {load['throughput_rps']} requests/s)",
-                            "header": ["endpoint", "p50 ms", "p95 ms", "p99 ms"],
-                            "rows": [[k, load[k]["p50_ms"], load[k]["p95_ms"], load[k]["p99_ms"]]
-                                     for k in ("recommend", "search", "events")], "note": r.get("command", ""),
-                            "plot": _plot(folder, f"serving-{m['dataset']}.png")})
+    for source, folder in folders.items():
+        if folder is not None and Path(folder).is_dir():
+            reports += _reports(Path(folder), source, m["dataset"])
     return {"catalog": catalog, "events": events, "reports": reports}
 
 
-def _plot(folder: Path, name: str) -> str | None:
-    return f"/storefront/plots/{name}" if (folder / name).is_file() else None
+def _reports(folder: Path, source: str, dataset: str) -> list[dict[str, Any]]:
+    """The recommender, search and serving result files in one folder, as dashboard tables."""
+    label, out = SOURCES[source], []
+    rec = folder / f"recommenders-{dataset}.json"
+    if rec.is_file():
+        r = json.loads(rec.read_text())
+        rows = [[x["model"], _fmt(x["test"]["recall@10"]), _fmt(x["test"]["ndcg@10"]), _fmt(x["test"]["recall@50"])]
+                for x in r["results"]]
+        rows += [[f"{name} (published)", _fmt(v.get("recall@10", "")), _fmt(v.get("ndcg@10", "")),
+                  _fmt(v.get("recall@50", ""))] for name, v in (r.get("published") or {}).items()]
+        out.append({"title": f"Recommenders on {dataset} ({label})", "rows": rows,
+                    "header": ["model", "Recall@10", "NDCG@10", "Recall@50"], "note": r.get("command", ""),
+                    "plot": _plot(folder, source, f"recommenders-{dataset}.png")})
+    search = folder / "search-homedepot.json"
+    if search.is_file():
+        r = json.loads(search.read_text())
+        out.append({"title": f"Search on Home Depot ({r['queries']['test']:,} unseen queries, {label})",
+                    "header": ["system", "NDCG@10", "Recall@100", "re-rank lift"],
+                    "rows": [[n, _fmt(v["ndcg@10"]), _fmt(v["recall@100"]), _fmt(v["rerank_lift"])]
+                             for n, v in r["results"].items()], "note": r.get("command", ""),
+                    "plot": _plot(folder, source, "search-homedepot.png")})
+    serving = folder / f"serving-{dataset}.json"
+    if serving.is_file():
+        r = json.loads(serving.read_text())
+        load = r["load"]
+        out.append({"title": f"Serving load test ({load['clients']} clients, {load['throughput_rps']} requests/s, "
+                             f"{label})",
+                    "header": ["endpoint", "p50 ms", "p95 ms", "p99 ms"],
+                    "rows": [[k, load[k]["p50_ms"], load[k]["p95_ms"], load[k]["p99_ms"]]
+                             for k in ("recommend", "search", "events")], "note": r.get("command", ""),
+                    "plot": _plot(folder, source, f"serving-{dataset}.png")})
+    return out
 
 
-def plot_path(results_dir: Path | None, name: str) -> Path | None:
-    """A benchmark plot by file name (no paths: only names like search-homedepot.png in results_dir)."""
-    if not results_dir or not PLOT_NAME.match(name):
+def _plot(folder: Path, source: str, name: str) -> str | None:
+    return f"/storefront/plots/{source}/{name}" if (folder / name).is_file() else None
+
+
+def plot_path(folders: dict[str, Path | None], source: str, name: str) -> Path | None:
+    """A result plot by source and file name (no paths: only names like search-homedepot.png)."""
+    folder = folders.get(source)
+    if folder is None or not PLOT_NAME.match(name):
         return None
-    path = Path(results_dir) / name
+    path = Path(folder) / name
     return path if path.is_file() else None
