@@ -31,8 +31,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Ingest, mine, train, evaluate search, then serve the storefront on http://127.0.0.1:8000 (Ctrl-C stops).
+DEMO_PORT ?= 8000
 demo: install
-	$(BIN)/shopmind demo --serve
+	$(BIN)/shopmind demo --serve --port $(DEMO_PORT)
 
 test: install browser
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
@@ -47,6 +48,7 @@ bench: install
 	$(BIN)/python bench/bench_pipeline.py
 	$(BIN)/python bench/bench_serving.py
 	$(BIN)/python bench/bench_storefront.py
+	$(BIN)/python bench/bench_demo.py
 
 clean:
 	rm -rf $(VENV) shopmind.duckdb shopmind.duckdb.wal shopmind.rejects .pytest_cache

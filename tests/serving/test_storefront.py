@@ -105,6 +105,14 @@ def test_dashboard_shows_this_machines_runs_before_the_benchmarks(shop, local_ru
     assert local < titles.index(next(t for t in titles if t.startswith("Search") and "benchmark" in t))
     assert reports[local]["plot"] == "/storefront/plots/local/search-homedepot.png"
     assert c.get(reports[local]["plot"]).content == (RESULTS / "search-homedepot.png").read_bytes()
+    # The steps of the last `shopmind demo` on this machine (written by the demo; shaped here by its writer).
+    from shopmind.cli import _write_demo_record
+
+    _write_demo_record(local_runs, [{"dataset": "homedepot", "status": "reused", "seconds": 0.01},
+                                    {"step": "train amazon-scientific", "status": "done", "seconds": 149.2}], 151.0)
+    demo = next(r for r in c.get("/storefront/dashboard").json()["reports"] if r["title"].startswith("Last"))
+    assert demo["rows"] == [["ingest homedepot", "reused", "0.0"], ["train amazon-scientific", "done", "149.2"]]
+    assert "151.0 s" in demo["title"]
 
 
 def test_dashboard_counts_events_by_type_in_the_artifact_and_live(shop) -> None:

@@ -75,11 +75,19 @@ def _build_app(folder: str | Path, settings: Settings) -> Any:
                       results={"local": settings.benchmarks_dir, "bench": bench})
 
 
+def _configure_logging() -> None:
+    """shopmind's own INFO lines with timestamps; libraries only at WARNING (faiss logs which CPU build it
+    tried, line by line, at INFO)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("faiss", "faiss.loader", "bm25s"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def worker_app() -> Any:
     """uvicorn factory for each worker process of `serve(workers > 1)`: the artifact and settings come
     through the environment, since uvicorn starts workers by import string."""
     spec = json.loads(os.environ[WORKER_ENV])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     return _build_app(spec["folder"], Settings.model_validate(spec["settings"]))
 
 
@@ -89,7 +97,7 @@ def serve(folder: str | Path, settings: Settings, host: str | None = None, port:
     workers > 1: that many processes, each with the whole model; they share the event log (see eventlog)."""
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     host, port = host or settings.serving.host, port or settings.serving.port
     workers = workers or settings.serving.workers
     settings = settings.model_copy(update={"serving": settings.serving.model_copy(update={"workers": workers})})

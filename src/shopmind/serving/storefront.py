@@ -118,6 +118,13 @@ def dashboard(service: Service, folders: dict[str, Path | None]) -> dict[str, An
 def _reports(folder: Path, source: str, dataset: str) -> list[dict[str, Any]]:
     """The recommender, search and serving result files in one folder, as dashboard tables."""
     label, out = SOURCES[source], []
+    demo = folder / "demo.json"
+    if demo.is_file():
+        r = json.loads(demo.read_text())
+        out.append({"title": f"Last `shopmind demo` ({label}, {r['seconds']:.1f} s in all)",
+                    "header": ["step", "status", "seconds"],
+                    "rows": [[x["step"], x["status"], "–" if x.get("seconds") is None else f"{x['seconds']:.1f}"]
+                             for x in r["steps"]], "note": f"finished {r.get('finished', '')}", "plot": None})
     rec = folder / f"recommenders-{dataset}.json"
     if rec.is_file():
         r = json.loads(rec.read_text())
