@@ -3,7 +3,7 @@ serve) until the storefront answers, then a second demo that must reuse everythi
 
 The clone is the committed HEAD of this repository in a temporary folder, with its own store and its own
 ONNX cache (so the encoder export is cold, as on a new machine); the datasets come from SHOPMIND_DATA_DIR
-and pip may use its wheel cache. Each step's time is what the demo itself recorded (demo.json in the
+and pip may use its wheel cache. Each step's time is what the demo itself recorded (demo-steps.json in the
 store's .benchmarks folder). Writes bench/results/demo.{json,md}.
 
     SHOPMIND_DATA_DIR=../shared/data .venv/bin/python bench/bench_demo.py
@@ -59,7 +59,7 @@ def _demo(clone: Path, env: dict[str, str], port: int, log: Path) -> dict:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-    record = json.loads((clone / "shopmind.duckdb.benchmarks" / "demo.json").read_text())
+    record = json.loads((clone / "shopmind.duckdb.benchmarks" / "demo-steps.json").read_text())
     return {"until_storefront_s": round(ready, 1), "demo": record, "dataset_served": dashboard["catalog"]["dataset"]}
 
 

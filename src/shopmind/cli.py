@@ -430,16 +430,16 @@ DEMO_SERVE = "amazon-scientific"
 
 
 def _write_demo_record(folder: Path, steps: list[dict[str, Any]], seconds: float) -> None:
-    """demo.json in the store's .benchmarks folder: each step's status and time, the total, when."""
+    """demo-steps.json in the store's .benchmarks folder: each step's status and time, the total, when."""
     from datetime import datetime, timezone
 
     folder.mkdir(parents=True, exist_ok=True)
     record = {"steps": [{"step": f"ingest {s['dataset']}" if "dataset" in s else s["step"], "status": s["status"],
                          "seconds": s.get("seconds")} for s in steps],
               "seconds": seconds, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    tmp = folder / "demo.json.tmp"
+    tmp = folder / "demo-steps.json.tmp"
     tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(folder / "demo.json")
+    tmp.replace(folder / "demo-steps.json")
 
 
 def _steps_table(steps: list[dict[str, Any]], total: float) -> Table:

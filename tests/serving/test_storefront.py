@@ -113,6 +113,11 @@ def test_dashboard_shows_this_machines_runs_before_the_benchmarks(shop, local_ru
     demo = next(r for r in c.get("/storefront/dashboard").json()["reports"] if r["title"].startswith("Last"))
     assert demo["rows"] == [["ingest homedepot", "reused", "0.0"], ["train amazon-scientific", "done", "149.2"]]
     assert "151.0 s" in demo["title"]
+    # A result file that cannot be read is shown as such and never takes the dashboard down.
+    (local_runs / "serving-amazon2018-giftcards.json").write_text('{"load": {"clients": 1}}')
+    reports = c.get("/storefront/dashboard").json()["reports"]
+    broken = next(r for r in reports if r["title"].startswith("serving-amazon2018-giftcards.json"))
+    assert broken["note"].startswith("could not be read: KeyError") and not broken["rows"]
 
 
 def test_dashboard_counts_events_by_type_in_the_artifact_and_live(shop) -> None:

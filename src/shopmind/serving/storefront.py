@@ -116,44 +116,56 @@ def dashboard(service: Service, folders: dict[str, Path | None]) -> dict[str, An
 
 
 def _reports(folder: Path, source: str, dataset: str) -> list[dict[str, Any]]:
-    """The recommender, search and serving result files in one folder, as dashboard tables."""
+    """The demo, recommender, search and serving result files in one folder, as dashboard tables. A file
+    that cannot be read shows as such; it never takes the dashboard down."""
     label, out = SOURCES[source], []
-    demo = folder / "demo.json"
-    if demo.is_file():
-        r = json.loads(demo.read_text())
-        out.append({"title": f"Last `shopmind demo` ({label}, {r['seconds']:.1f} s in all)",
-                    "header": ["step", "status", "seconds"],
-                    "rows": [[x["step"], x["status"], "–" if x.get("seconds") is None else f"{x['seconds']:.1f}"]
-                             for x in r["steps"]], "note": f"finished {r.get('finished', '')}", "plot": None})
-    rec = folder / f"recommenders-{dataset}.json"
-    if rec.is_file():
-        r = json.loads(rec.read_text())
-        rows = [[x["model"], _fmt(x["test"]["recall@10"]), _fmt(x["test"]["ndcg@10"]), _fmt(x["test"]["recall@50"])]
-                for x in r["results"]]
-        rows += [[f"{name} (published)", _fmt(v.get("recall@10", "")), _fmt(v.get("ndcg@10", "")),
-                  _fmt(v.get("recall@50", ""))] for name, v in (r.get("published") or {}).items()]
-        out.append({"title": f"Recommenders on {dataset} ({label})", "rows": rows,
-                    "header": ["model", "Recall@10", "NDCG@10", "Recall@50"], "note": r.get("command", ""),
-                    "plot": _plot(folder, source, f"recommenders-{dataset}.png")})
-    search = folder / "search-homedepot.json"
-    if search.is_file():
-        r = json.loads(search.read_text())
-        out.append({"title": f"Search on Home Depot ({r['queries']['test']:,} unseen queries, {label})",
-                    "header": ["system", "NDCG@10", "Recall@100", "re-rank lift"],
-                    "rows": [[n, _fmt(v["ndcg@10"]), _fmt(v["recall@100"]), _fmt(v["rerank_lift"])]
-                             for n, v in r["results"].items()], "note": r.get("command", ""),
-                    "plot": _plot(folder, source, "search-homedepot.png")})
-    serving = folder / f"serving-{dataset}.json"
-    if serving.is_file():
-        r = json.loads(serving.read_text())
-        load = r["load"]
-        out.append({"title": f"Serving load test ({load['clients']} clients, {load['throughput_rps']} requests/s, "
-                             f"{label})",
-                    "header": ["endpoint", "p50 ms", "p95 ms", "p99 ms"],
-                    "rows": [[k, load[k]["p50_ms"], load[k]["p95_ms"], load[k]["p99_ms"]]
-                             for k in ("recommend", "search", "events")], "note": r.get("command", ""),
-                    "plot": _plot(folder, source, f"serving-{dataset}.png")})
+    builders = [(f"recommenders-{dataset}.json", _recommenders), ("search-homedepot.json", _search),
+                (f"serving-{dataset}.json", _serving)]
+    if source == "local":  # the demo's own step record exists only where the demo ran
+        builders.insert(0, ("demo-steps.json", _demo_steps))
+    for name, build in builders:
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            report = build(json.loads(path.read_text()), label, dataset)
+            report["plot"] = _plot(folder, source, name.replace(".json", ".png"))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            report = {"title": f"{name} ({label})", "header": [], "rows": [],
+                      "note": f"could not be read: {type(e).__name__}: {e}", "plot": None}
+        out.append(report)
     return out
+
+
+def _demo_steps(r: dict[str, Any], label: str, dataset: str) -> dict[str, Any]:
+    return {"title": f"Last `shopmind demo` ({label}, {r['seconds']:.1f} s in all)",
+            "header": ["step", "status", "seconds"],
+            "rows": [[x["step"], x["status"], "–" if x.get("seconds") is None else f"{x['seconds']:.1f}"]
+                     for x in r["steps"]], "note": f"finished {r.get('finished', '')}"}
+
+
+def _recommenders(r: dict[str, Any], label: str, dataset: str) -> dict[str, Any]:
+    rows = [[x["model"], _fmt(x["test"]["recall@10"]), _fmt(x["test"]["ndcg@10"]), _fmt(x["test"]["recall@50"])]
+            for x in r["results"]]
+    rows += [[f"{name} (published)", _fmt(v.get("recall@10", "")), _fmt(v.get("ndcg@10", "")),
+              _fmt(v.get("recall@50", ""))] for name, v in (r.get("published") or {}).items()]
+    return {"title": f"Recommenders on {dataset} ({label})", "rows": rows,
+            "header": ["model", "Recall@10", "NDCG@10", "Recall@50"], "note": r.get("command", "")}
+
+
+def _search(r: dict[str, Any], label: str, dataset: str) -> dict[str, Any]:
+    return {"title": f"Search on Home Depot ({r['queries']['test']:,} unseen queries, {label})",
+            "header": ["system", "NDCG@10", "Recall@100", "re-rank lift"],
+            "rows": [[n, _fmt(v["ndcg@10"]), _fmt(v["recall@100"]), _fmt(v["rerank_lift"])]
+                     for n, v in r["results"].items()], "note": r.get("command", "")}
+
+
+def _serving(r: dict[str, Any], label: str, dataset: str) -> dict[str, Any]:
+    load = r["load"]
+    return {"title": f"Serving load test ({load['clients']} clients, {load['throughput_rps']} requests/s, {label})",
+            "header": ["endpoint", "p50 ms", "p95 ms", "p99 ms"],
+            "rows": [[k, load[k]["p50_ms"], load[k]["p95_ms"], load[k]["p99_ms"]]
+                     for k in ("recommend", "search", "events")], "note": r.get("command", "")}
 
 
 def _plot(folder: Path, source: str, name: str) -> str | None:
