@@ -429,13 +429,16 @@ def demo(
 DEMO_SERVE = "amazon-scientific"
 
 
+def _step_name(step: dict[str, Any]) -> str:
+    return f"ingest {step['dataset']}" if "dataset" in step else step["step"]
+
+
 def _write_demo_record(folder: Path, steps: list[dict[str, Any]], seconds: float) -> None:
     """demo-steps.json in the store's .benchmarks folder: each step's status and time, the total, when."""
     from datetime import datetime, timezone
 
     folder.mkdir(parents=True, exist_ok=True)
-    record = {"steps": [{"step": f"ingest {s['dataset']}" if "dataset" in s else s["step"], "status": s["status"],
-                         "seconds": s.get("seconds")} for s in steps],
+    record = {"steps": [{"step": _step_name(s), "status": s["status"], "seconds": s.get("seconds")} for s in steps],
               "seconds": seconds, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     tmp = folder / "demo-steps.json.tmp"
     tmp.write_text(json.dumps(record, indent=1))
@@ -446,8 +449,7 @@ def _steps_table(steps: list[dict[str, Any]], total: float) -> Table:
     """What each demo step did and how long it took (reused steps cost nothing)."""
     table = Table("step", "status", "seconds", title="demo steps")
     for s in steps:
-        name = f"ingest {s['dataset']}" if "dataset" in s else s["step"]
-        table.add_row(name, s["status"], f"{s['seconds']:.1f}" if "seconds" in s else "–")
+        table.add_row(_step_name(s), s["status"], f"{s['seconds']:.1f}" if "seconds" in s else "–")
     table.add_row("[bold]total[/]", "", f"[bold]{total:.1f}[/]")
     return table
 

@@ -152,6 +152,12 @@ def test_demo_rerun_reuses(demo_run: dict, data_dir: Path, tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     steps = json.loads(result.stdout)["steps"]
     assert {s["status"] for s in steps} == {"reused"}
+    # Without --json the demo ends with its step table: every dataset, reused, and the total.
+    table = CliRunner().invoke(app, ["--store", str(copy), "--data-dir", str(data_dir), "demo", "--no-mine"])
+    assert table.exit_code == 0, table.output
+    rows = [ln for ln in table.stdout.splitlines() if ln.startswith("│ ingest ")]
+    assert len(rows) == len(steps) and all("reused" in ln for ln in rows)
+    assert "demo steps" in table.stdout and "total" in table.stdout
 
 
 def test_unisrec_text_parts_with_periods_and_empty_categories(store: Store) -> None:
