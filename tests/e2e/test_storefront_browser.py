@@ -1,6 +1,6 @@
 """The storefront in a real headless Chromium (Debian's, installed by `make`), driven by Playwright against
 `shopmind serve` on a trained artifact: search with a typo, filter by a facet, open an item, add it to the
-cart, and see the recommendations change. Screenshots go to test-artifacts/."""
+cart, buy a recommended item and see the recommendations change without it. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
@@ -108,12 +108,18 @@ def _walk(page, server: str) -> None:
     page.screenshot(path=str(SHOTS / "4-item.png"))
 
     page.locator("article.item [data-action='add_to_cart']").click()
-    expect(page.locator("#search-status")).to_contain_text("recommendations updated", timeout=10_000)
-    page.wait_for_function("before => JSON.stringify([...document.querySelectorAll('#recs .card')]"
-                           ".map(c => c.dataset.item)) !== JSON.stringify(before)", arg=before, timeout=10_000)
+    expect(page.locator("#search-status")).to_contain_text("Added to cart — recommendations updated", timeout=10_000)
+    expect(page.locator("#recs-title")).to_have_text("Recommended for you")  # still in the item's context
+    # Buy a recommended item: what the shopper bought is never recommended again, so the list must change
+    # at once, and without that item.
+    shown = page.locator("#recs .card").evaluate_all("cards => cards.map(c => c.dataset.item)")
+    bought = shown[0]
+    page.locator(f"#recs .card[data-item='{bought}'] [data-action='purchase']").click()
+    expect(page.locator("#search-status")).to_contain_text("Bought — recommendations updated", timeout=10_000)
+    expect(page.locator(f"#recs .card[data-item='{bought}']")).to_have_count(0, timeout=10_000)
     after = page.locator("#recs .card").evaluate_all("cards => cards.map(c => c.dataset.item)")
-    assert after != before
-    page.screenshot(path=str(SHOTS / "5-after-cart.png"))
+    assert after and after != before and bought not in after
+    page.screenshot(path=str(SHOTS / "5-after-buying.png"))
 
     # Keyboard only: search with Enter, open a result with Enter; the skip link is the first stop.
     assert page.evaluate("document.querySelector('a, button, input, select').className") == "skip"

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (sel, root = document) => root.querySelector(sel);
-const state = { user: null, token: null, query: "", page: 1, filters: {}, lastRecs: [], nav: 0 };
+const state = { user: null, token: null, query: "", page: 1, filters: {}, lastRecs: [], recsView: null, nav: 0 };
 // Each navigation gets a number; a render whose page was left while it awaited the API stops there.
 class Stale extends Error {}
 function fresh(nav) { if (nav !== state.nav) throw new Stale(); }
@@ -62,6 +62,7 @@ function card(item, { recId = null, changed = false } = {}) {
 async function renderRecs(target, title, extra = "", nav = state.nav) {
   const res = await api(`/recommend/${encodeURIComponent(state.user)}?k=8${extra}`);
   fresh(nav);
+  state.recsView = { title, extra };  // an interaction refreshes them in the same context (item, search)
   const before = new Set(state.lastRecs);
   state.lastRecs = res.items.map((i) => i.item_id);
   target.innerHTML = `<h2 id="recs-title">${esc(title)}</h2>
@@ -223,7 +224,7 @@ document.addEventListener("click", async (e) => {
     await sendEvent(action, holder.dataset.item, recId);
     status(action === "purchase" ? "Bought — recommendations updated" : "Added to cart — recommendations updated");
     const box = $("#recs-box");
-    if (box) await renderRecs(box, "Recommended for you", location.hash.startsWith("#/search") ? `&query=${encodeURIComponent(state.query)}` : "");
+    if (box && state.recsView) await renderRecs(box, state.recsView.title, state.recsView.extra);
   } catch (err) { if (!(err instanceof Stale)) status(`Could not record that: ${err.message}`); }
   finally { button.disabled = false; }
 });
