@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                 proc.kill()
     mem = np.array(load_result["memory_mb"]) if load_result["memory_mb"] else np.zeros((2, 2))
     half = len(mem) // 2
-    result = {"artifact": str(args.artifact), "workers": args.workers, "offered_rps": args.rate, "dataset": manifest["dataset"], "items": manifest["items"],
+    result = {"artifact": str(args.artifact), "workers": args.workers, "offered_rps": args.rate,
+              "dataset": manifest["dataset"], "items": manifest["items"],
               "users": manifest["users"], "startup_s": round(startup, 1), "load": load_result, "freshness": fresh,
               "capacity": {k: v for k, v in capacity.items() if k != "memory_mb"}, "cache": health.get("cache"),
               "memory": {"first_half_mean_mb": round(float(mem[:half, 1].mean()), 1) if half else None,

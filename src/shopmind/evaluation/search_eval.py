@@ -172,7 +172,8 @@ def run(store: Store, engine: SearchEngine, dataset: str, judgments: pd.DataFram
         "dataset": dataset, "items": len(engine.catalog), "dense_index": engine.dense.kind,
         "queries": {p: len(parts[p]) for p in parts}, "judgments": int(len(df)),
         "tuned": {"bm25": bm25["best"], "alpha": alpha["best"]["alpha"], "ltr": {k: v for k, v in ltr.items()},
-                  "ltr_text": {k: v for k, v in ltr_text.items() if k != "importance"}, **({"finetuned": tuned_ft} if tuned_ft else {})},
+                  "ltr_text": {k: v for k, v in ltr_text.items() if k != "importance"},
+                  **({"finetuned": tuned_ft} if tuned_ft else {})},
         "final": final,
         "results": results, "paired_ndcg@10_vs_bm25": paired,
         "ratios": {"ndcg@10": best["ndcg@10"] / max(results["bm25"]["ndcg@10"], 1e-12),
@@ -212,10 +213,12 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", f"Fine-tuned encoder: {e['steps']} steps of {e['queries_per_step']} training queries × "
                       f"{e['items_per_query']} judged items (in-batch negatives + graded pairs), loss "
                       f"{e['loss_first_50']} → {e['loss_last_50']}, {e['seconds']} s"
-                      f"{' (reused from an earlier run)' if e.get('reused') else ''}; catalog re-encoded in {e['encode_seconds']} s "
+                      f"{' (reused from an earlier run)' if e.get('reused') else ''}; "
+                      f"catalog re-encoded in {e['encode_seconds']} s "
                       f"({e['encoded']:,} texts encoded, {e['encoder'].get('backend')}); "
                       f"fusion weight alpha={ft['alpha']}, ranker {ft['ltr']['trees']} trees."]
-    lines += ["", f"Final system ({result.get('final', 'ltr')}) vs BM25: NDCG@10 ×{r['ndcg@10']:.3f}, Recall@100 ×{r['recall@100']:.3f}, "
+    lines += ["", f"Final system ({result.get('final', 'ltr')}) vs BM25: NDCG@10 ×{r['ndcg@10']:.3f}, "
+                  f"Recall@100 ×{r['recall@100']:.3f}, "
                   f"re-rank lift ×{r['rerank_lift']:.3f}."]
     imp = result["tuned"]["ltr"].get("importance", {})
     if imp:

@@ -218,8 +218,8 @@ def create_app(service: Service, keys: KeyStore, settings: ServingSettings | Non
 
     # -- plumbing ----------------------------------------------------------------------------------------
     # CPU-bound work runs on about one thread per core (divided among the worker processes): more would only
-    # fight over the GIL and stretch the tail latency. Event writes wait on fsync, not on the CPU, so they get their own larger pool, where
-    # concurrent posts meet in one group commit.
+    # fight over the GIL and stretch the tail latency. Event writes wait on fsync, not on the CPU, so they get
+    # their own larger pool, where concurrent posts meet in one group commit.
     cpu_threads = cfg.cpu_threads or max(1, min(2, (os.cpu_count() or 1) // cfg.workers))
     cpu_pool = ThreadPoolExecutor(max_workers=cpu_threads, thread_name_prefix="shopmind-cpu")
     io_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="shopmind-io")

@@ -64,8 +64,9 @@ class Artifact:
 
 def _catalog_frame(store: Store, dataset: str, item_ids: np.ndarray) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     cat = Catalog.load(store, dataset).frame.set_index("item_id")
+    tables = {t[0] for t in store.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     cards = dict(store.con.execute("SELECT item_id, card FROM knowledge_cards WHERE dataset = ?", [dataset]).fetchall()) \
-        if "knowledge_cards" in {t[0] for t in store.con.execute("SELECT table_name FROM information_schema.tables").fetchall()} else {}
+        if "knowledge_cards" in tables else {}
     frame = cat.reindex([str(i) for i in item_ids])
     frame.index.name = "item_id"
     frame = frame.reset_index()

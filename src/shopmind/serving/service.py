@@ -385,7 +385,8 @@ class Service:
 
     def stats(self) -> dict[str, Any]:
         return {"dataset": self.artifact.dataset, "items": self.n_items, "users": len(self.histories),
-                "logged_records": self.log.records if self.log is not None else 0, "cache": dict(self.cache_stats), "uptime_s": round(time.time() - self.started, 1),
+                "logged_records": self.log.records if self.log is not None else 0, "cache": dict(self.cache_stats),
+                "uptime_s": round(time.time() - self.started, 1),
                 "artifact": str(self.artifact.folder), "artifact_created": self.artifact.manifest.get("created"),
                 "pid": os.getpid()}
 
