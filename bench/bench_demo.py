@@ -23,7 +23,7 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
-from common import command_line, machine, require_data_dir, write_results  # same folder
+from common import command_line, machine, require_data_dir, write_results   # same folder
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from common import command_line, machine, require_data_dir, write_results  # same folder
+from common import command_line, machine, require_data_dir, write_results   # same folder
 from shopmind.knowledge.encoders import Encoder
 
 TARGET_SPEEDUP, TARGET_COSINE = 2.0, 0.99

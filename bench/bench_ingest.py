@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 
-from common import command_line, machine, require_data_dir, write_results  # same folder
+from common import command_line, machine, require_data_dir, scratch_settings, write_results  # same folder
 from shopmind.config import load_settings
 from shopmind.data.api import ingest_source, open_source
 from shopmind.data.ingest import IngestReport
@@ -38,10 +38,8 @@ def run_once(data_dir: Path, dataset: str, chunk_size: int | None) -> tuple[Inge
     """A fresh-store ingest, then the same files again into that store: the skip check (force=False) and a
     full re-ingest (force=True, nothing inserted). Returns (report, seconds, skip seconds, re-ingest s or error)."""
     with tempfile.TemporaryDirectory(prefix="shopmind-bench-") as tmp:
-        settings = load_settings(overrides={
-            "store.path": str(Path(tmp) / "bench.duckdb"), "data.dir": str(data_dir),
-            "data.allow_download": False, "ingest.rejects_dir": str(Path(tmp) / "rejects"),
-            "ingest.chunk_size": chunk_size})
+        settings = scratch_settings(tmp, data_dir, **{"ingest.rejects_dir": str(Path(tmp) / "rejects"),
+                                                      "ingest.chunk_size": chunk_size})
         with Store(settings.store.path) as store:
             source = open_source(settings, dataset)
             t0 = time.perf_counter()

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from common import command_line, machine, require_data_dir, write_results  # same folder
-from shopmind.config import KnowledgeSettings, load_settings
+from common import command_line, machine, require_data_dir, scratch_settings, write_results  # same folder
+from shopmind.config import KnowledgeSettings
 from shopmind.data.api import ingest_source, open_source
 from shopmind.data.store import Store
 from shopmind.knowledge.encoders import Encoder
@@ -169,9 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     command = command_line("bench_knowledge.py", argv)
     doc: dict[str, Any] = {"ingest_seconds": {}}
     with tempfile.TemporaryDirectory(prefix="shopmind-bench-") as tmp:
-        settings = load_settings(overrides={"store.path": str(Path(tmp) / "bench.duckdb"), "data.dir": str(data_dir),
-                                            "data.allow_download": False, "knowledge.dir": str(Path(tmp) / "knowledge"),
-                                            "knowledge.onnx_dir": str(args.onnx_dir or Path(tmp) / "onnx")})
+        settings = scratch_settings(tmp, data_dir, **{"knowledge.dir": str(Path(tmp) / "knowledge"),
+                                                      "knowledge.onnx_dir": str(args.onnx_dir or Path(tmp) / "onnx")})
         with Store(settings.store.path) as store:
             for name in (SCI, HD):
                 print(f"ingesting {name} ...", file=sys.stderr, flush=True)

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import RESULTS, command_line, machine, require_data_dir, write_results  # same folder
-from shopmind.config import load_settings
+from common import RESULTS, command_line, machine, require_data_dir, scratch_settings, write_results  # same folder
 from shopmind.data.api import ingest_source, open_source
 from shopmind.data.store import Store
 from shopmind.evaluation import protocols
@@ -103,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     command = command_line("bench_pipeline.py", argv)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="shopmind-bench-") as tmp:
-        settings = load_settings(overrides={"store.path": str(Path(tmp) / "b.duckdb"), "data.dir": str(data_dir),
-                                            "data.allow_download": False})
+        settings = scratch_settings(tmp, data_dir)
         with Store(settings.store.path) as store:
             _log("ingest and mine")
             ingest_source(store, settings, open_source(settings, args.dataset))

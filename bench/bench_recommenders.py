@@ -20,8 +20,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from common import RESULTS, command_line, machine, require_data_dir  # same folder
-from shopmind.config import load_settings
+from common import RESULTS, command_line, machine, require_data_dir, scratch_settings  # same folder
 from shopmind.data.api import ingest_source, open_source
 from shopmind.data.registry import REGISTRY
 from shopmind.data.store import Store
@@ -44,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     for dataset in args.datasets:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="shopmind-bench-") as tmp:
-            settings = load_settings(overrides={"store.path": str(Path(tmp) / "b.duckdb"), "data.dir": str(data_dir),
-                                                "data.allow_download": False})
+            settings = scratch_settings(tmp, data_dir)
             with Store(settings.store.path) as store:
                 ingest_source(store, settings, open_source(settings, dataset))
                 proto = protocols.build(store, dataset)

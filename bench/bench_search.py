@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import RESULTS, command_line, machine, require_data_dir  # same folder
-from shopmind.config import load_settings
+from common import RESULTS, command_line, machine, require_data_dir, scratch_settings  # same folder
 from shopmind.data.api import ingest_source, open_source
 from shopmind.data.store import Store
 from shopmind.evaluation import search_eval
@@ -59,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     command = command_line("bench_search.py", argv)
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="shopmind-bench-") as tmp:
-        settings = load_settings(overrides={"store.path": str(Path(tmp) / "b.duckdb"), "data.dir": str(data_dir),
-                                            "data.allow_download": False})
+        settings = scratch_settings(tmp, data_dir)
         with Store(settings.store.path) as store:
             ingest_source(store, settings, open_source(settings, args.dataset))
             _log("cold build (every item text encoded)")

@@ -32,7 +32,7 @@ from urllib.parse import quote, quote_plus
 
 import numpy as np
 
-from common import RESULTS, command_line, machine, write_results  # same folder
+from common import RESULTS, command_line, machine, write_results   # same folder
 
 
 class Conn:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import command_line, machine, write_results  # same folder
+from common import command_line, machine, write_results   # same folder
 
 ARTIFACT = Path(__file__).resolve().parent / ".artifacts" / "amazon-scientific"
 

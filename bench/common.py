@@ -41,3 +41,12 @@ def write_results(stem: str, doc: dict[str, Any], markdown: str) -> None:
         tmp = RESULTS / (name + ".tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(RESULTS / name)
+
+
+def scratch_settings(folder: str | Path, data_dir: Path, **overrides: Any) -> Any:
+    """Settings for a throw-away store in folder, reading the datasets in data_dir only (no downloads);
+    overrides are dotted keys as for load_settings."""
+    from shopmind.config import load_settings
+
+    return load_settings(overrides={"store.path": str(Path(folder) / "bench.duckdb"), "data.dir": str(data_dir),
+                                    "data.allow_download": False, **overrides})

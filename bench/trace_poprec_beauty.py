@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 
-from common import command_line, require_data_dir, write_results  # same folder
-from shopmind.config import load_settings
+from common import command_line, require_data_dir, scratch_settings, write_results  # same folder
 from shopmind.data.api import ingest_source, open_source
 from shopmind.data.registry import REGISTRY
 from shopmind.data.store import Store
@@ -28,8 +26,7 @@ from shopmind.evaluation import protocols
 def main(argv: list[str] | None = None) -> int:
     data_dir = require_data_dir()
     with tempfile.TemporaryDirectory(prefix="shopmind-trace-") as tmp:
-        settings = load_settings(overrides={"store.path": str(Path(tmp) / "t.duckdb"), "data.dir": str(data_dir),
-                                            "data.allow_download": False})
+        settings = scratch_settings(tmp, data_dir)
         with Store(settings.store.path) as store:
             ingest_source(store, settings, open_source(settings, "s3rec-beauty"))
             p = protocols.build(store, "s3rec-beauty")
