@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..knowledge.text import mmr as _mmr
+from ..search.fusion import unit
 
 
 def mmr(scores: np.ndarray, vectors: np.ndarray, k: int, diversity: float = 0.3) -> np.ndarray:
@@ -21,9 +22,7 @@ def mmr(scores: np.ndarray, vectors: np.ndarray, k: int, diversity: float = 0.3)
         return np.zeros(0, np.int64)
     if diversity == 0.0:
         return np.lexsort((np.arange(len(scores)), -scores))[:k].astype(np.int64)
-    span = scores.max() - scores.min()
-    rel = (scores - scores.min()) / span if span > 0 else np.ones(len(scores))
-    return np.array(_mmr(rel, vectors, k, diversity), np.int64)
+    return np.array(_mmr(unit(scores, flat=1.0), vectors, k, diversity), np.int64)
 
 
 def intra_list_similarity(vectors: np.ndarray) -> float:

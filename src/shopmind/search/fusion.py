@@ -10,7 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def unit(scores: np.ndarray, flat: float = 0.0) -> np.ndarray:
+    """Scores scaled to [0, 1] over their own range (float64); every score is `flat` when all are equal."""
+    scores = np.asarray(scores, np.float64)
+    lo, span = (float(scores.min()), float(scores.max() - scores.min())) if len(scores) else (0.0, 0.0)
+    return (scores - lo) / span if span > 0 else np.full(len(scores), flat)
+
+
 def minmax(scores: np.ndarray) -> np.ndarray:
+    """Like unit, but the range always includes 0 (a retriever's 0 means 'not found')."""
     lo, hi = float(scores.min(initial=0.0)), float(scores.max(initial=0.0))
     return (scores - lo) / (hi - lo) if hi > lo else np.zeros_like(scores, dtype=np.float32)
 

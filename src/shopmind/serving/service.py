@@ -24,6 +24,7 @@ from ..ranking.explain import Explainer
 from ..ranking.rerank import RerankConfig, rerank
 from ..search.catalog import Filters
 from ..search.engine import SearchEngine
+from ..search.fusion import unit
 from .artifact import Artifact
 from .eventlog import EventLog
 
@@ -284,10 +285,6 @@ class Service:
             blocked[extra] = False
         ranked = self.pipeline.rank(seq, self._user_index(user), k=pool, blocked=blocked, extra=extra)
         if search_scores and len(ranked.rows):
-            def unit(x: np.ndarray) -> np.ndarray:
-                span = float(x.max() - x.min())
-                return (x - x.min()) / span if span > 0 else np.zeros(len(x))
-
             q = np.array([search_scores.get(int(r), 0.0) for r in ranked.rows])
             blend = 0.5 * unit(np.asarray(ranked.scores, np.float64)) + 0.5 * unit(q)
             order = np.lexsort((ranked.rows, -blend))
