@@ -419,9 +419,11 @@ def demo(
         from .serving.server import ensure_quiet_threads, serve as run
 
         ensure_quiet_threads()
-        settings = state.settings()
+        settings = state.settings(**{"serving.mode": "demo"})  # the open storefront, on loopback only
         folder = _artifact_dir(settings, DEMO_SERVE)
-        out.print(f"\n[bold green]storefront:[/] http://127.0.0.1:{port}/  ·  dashboard: "
+        out.print("\n[bold yellow]demo mode:[/] an open storefront on 127.0.0.1 (anyone may act as any shopper); "
+                  "`shopmind serve` runs in production mode (docs/security.md)")
+        out.print(f"[bold green]storefront:[/] http://127.0.0.1:{port}/  ·  dashboard: "
                   f"http://127.0.0.1:{port}/#/dashboard  ·  API: http://127.0.0.1:{port}/docs  (Ctrl-C stops)")
         _guard(lambda: run(folder, settings, "127.0.0.1", port))
 
@@ -758,6 +760,8 @@ def serve(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, max=64, help="Worker processes (default from "
                                           "settings: 1; one per core serves most); they share the event log, so "
                                           "each sees every acknowledged event."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="production (default: reads need a key or a shopper "
+                                       "session) or demo (open storefront, loopback only); serving.mode."),
 ) -> None:
     """Run the HTTP API (search, recommendations, events) over a trained artifact. POST /admin/reload swaps in
     a new artifact without dropping requests; the event log lives in serving.state_dir."""
@@ -768,51 +772,64 @@ def serve(
     def body() -> None:
         from .serving.server import serve as run
 
-        settings = state.settings()
+        if mode not in (None, "production", "demo"):
+            raise ValueError(f"--mode must be production or demo, not {mode!r}")
+        settings = state.settings(**{"serving.mode": mode})
         folder = artifact_dir or _artifact_dir(settings, dataset)
-        err.print(f"loading {folder} …")
+        err.print(f"loading {folder} ({settings.serving.mode} mode) …")
         run(folder, settings, host, port, workers)
 
     _guard(body)
 
 
-keys_app = typer.Typer(help="API keys for write (events) and admin (reload, forget users) endpoints.",
+keys_app = typer.Typer(help="API keys: scopes read, read_private, write, session, admin (docs/security.md).",
                        no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
 
-@keys_app.command("create")
-def keys_create(name: str = typer.Argument(..., help="A name for the key (who or what uses it)."),
-                scope: str = typer.Option("write", "--scope", help="write or admin.")) -> None:
-    """Create a key; it is printed once and stored only as a salted hash."""
+def _keys() -> Any:
     from .serving.auth import KeyStore
     from .serving.server import keys_path
 
-    def body() -> str:
-        return KeyStore(keys_path(state.settings())).create(name, scope)
+    return KeyStore(keys_path(state.settings()))
 
-    out.print(_guard(body))
+
+@keys_app.command("create")
+def keys_create(name: str = typer.Argument(..., help="A name for the key (who or what uses it)."),
+                scopes: list[str] = typer.Option(["read"], "--scope", help="read, read_private, write, session or "
+                                                 "admin (repeatable; default read).")) -> None:
+    """Create a key; it is printed once and stored only as a salted hash. Running servers accept it within a
+    second."""
+    out.print(_guard(lambda: _keys().create(name, scopes)))
 
 
 @keys_app.command("list")
-def keys_list() -> None:
+def keys_list(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """Names and scopes of the keys (never the keys)."""
-    from .serving.auth import KeyStore
-    from .serving.server import keys_path
-
-    for e in _guard(lambda: KeyStore(keys_path(state.settings())).names()):
-        out.print(f"{e['name']}\t{e['scope']}")
+    rows = _guard(lambda: _keys().names())
+    if as_json:
+        _emit_json(rows)
+        return
+    for e in rows:
+        extra = f"\told key valid until {time.ctime(e['previous_valid_until'])}" if e["previous_valid_until"] else ""
+        out.print(f"{e['name']}\t{','.join(e['scopes'])}{extra}", highlight=False)
 
 
 @keys_app.command("revoke")
 def keys_revoke(name: str = typer.Argument(...)) -> None:
-    """Remove a key; a running server picks it up on reload or restart."""
-    from .serving.auth import KeyStore
-    from .serving.server import keys_path
-
-    if not _guard(lambda: KeyStore(keys_path(state.settings())).revoke(name)):
+    """Remove a key; every running server worker refuses it within a second, and the shopper sessions it
+    minted end with it."""
+    if not _guard(lambda: _keys().revoke(name)):
         err.print(f"[bold red]error:[/] no key named {name!r}")
         raise typer.Exit(2)
+
+
+@keys_app.command("rotate")
+def keys_rotate(name: str = typer.Argument(...),
+                grace: float = typer.Option(0.0, "--grace", min=0, help="Seconds the old key keeps working.")) -> None:
+    """A new secret for a key, same name and scopes (printed once); the old secret stops working after
+    --grace seconds (default at once). Sessions minted under the name stay valid."""
+    out.print(_guard(lambda: _keys().rotate(name, grace)))
 
 
 @contextmanager

@@ -6,7 +6,7 @@ import os
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from platformdirs import user_cache_dir
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -63,7 +63,20 @@ class ServingSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     state_dir: Path | None = None  # event log and API keys; default <store>.serving
-    open_reads: bool = True  # read endpoints without an API key
+    # production: every read needs a key or a shopper session, sessions are minted by the shop's backend.
+    # demo: the open storefront (anyone may pick a shopper), on loopback only unless demo_public is set.
+    mode: Literal["production", "demo"] = "production"
+    demo_public: bool = False
+    session_ttl_s: int = Field(3600, ge=60, le=7 * 86400)  # the longest session a key may mint
+    # Rate limits per client (0 = off), divided among the worker processes. A key serves a whole shop, a
+    # session one shopper, an address without credentials (demo mode) one visitor.
+    key_requests_per_s: float = Field(1000, ge=0)
+    key_events_per_s: float = Field(5000, ge=0)
+    session_requests_per_s: float = Field(20, ge=0)
+    session_events_per_s: float = Field(20, ge=0)
+    anonymous_requests_per_s: float = Field(50, ge=0)
+    burst_s: float = Field(2.0, gt=0, le=60)  # a bucket holds this many seconds of its rate
+    body_timeout_s: float = Field(10.0, gt=0, le=600)  # a request body must arrive within this
     max_batch: int = Field(1000, ge=1, le=100_000)  # events per POST /events
     max_k: int = Field(100, ge=1, le=1000)
     max_page: int = Field(50, ge=1, le=10_000)

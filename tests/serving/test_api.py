@@ -23,11 +23,13 @@ def api(served: dict, tmp_path_factory: pytest.TempPathFactory):
                                         "knowledge.onnx_dir": served["env"]["SHOPMIND_KNOWLEDGE_ONNX_DIR"]}, environ={})
     keys = KeyStore(keys_path(settings))
     write, admin = keys.create("writer", "write"), keys.create("admin", "admin")
+    private = keys.create("backend", ["read_private"])
     service = load_service(served["artifact"], settings)
     app = create_app(service, keys, settings.serving,
                      loader=lambda path: load_service(path or served["artifact"], settings, attach=False))
-    with TestClient(app, raise_server_exceptions=False) as client:
-        yield {"client": client, "service": service, "write": {"X-API-Key": write},
+    # Reads carry a read_private key (production mode); a request's own headers replace it.
+    with TestClient(app, raise_server_exceptions=False, headers={"Authorization": f"Bearer {private}"}) as client:
+        yield {"client": client, "service": service, "write": {"X-API-Key": write, "Authorization": ""},
                "admin": {"Authorization": f"Bearer {admin}"}, "app": app, "state": state}
 
 
@@ -119,7 +121,7 @@ def test_feedback_reaches_the_bandit(api) -> None:
 
 @pytest.mark.parametrize("path, params, status", [
     ("/recommend/u", {"k": 0}, 422), ("/recommend/u", {"k": 101}, 422), ("/recommend/u", {"diversity": 2}, 422),
-    ("/recommend/u", {"item": "no-such-item"}, 404), ("/recommend/u", {"price_min": 50, "price_max": 10}, 422),
+    ("/recommend/u", {"item": "no-such-item"}, 404), ("/search", {"q": "card", "attr": " :x"}, 422),
     ("/search", {}, 422), ("/search", {"q": "x" * 201}, 422), ("/search", {"q": "card", "page": 51}, 422),
     ("/search", {"q": "card", "mode": "magic"}, 422), ("/search", {"q": "card", "attr": "nocolon"}, 422),
     ("/items/no-such-item", {}, 404), ("/items/x/similar", {"method": "psychic"}, 422),
@@ -130,12 +132,20 @@ def test_bad_reads_get_a_clear_4xx(api, path: str, params: dict, status: int) ->
     assert "detail" in r.json() and "Traceback" not in r.text
 
 
+def test_an_empty_price_range_matches_nothing(api) -> None:
+    c = api["client"]
+    r = c.get("/recommend/u", params={"price_min": 50, "price_max": 10})
+    assert r.status_code == 200 and r.json()["items"] == []
+    assert c.get("/search", params={"q": "card", "price_min": 50, "price_max": 10}).json()["total"] == 0
+
+
 def test_writes_need_a_key_and_valid_bodies(api) -> None:
     c = api["client"]
     ok = {"user_id": "u", "item_id": "x", "type": "view"}
-    assert c.post("/events", json=ok).status_code == 401
+    assert c.post("/events", json=ok, headers={"Authorization": ""}).status_code == 401
+    assert c.post("/events", json=ok).status_code == 403  # the read key may not write
     assert c.post("/events", json=ok, headers={"X-API-Key": "sm_guess"}).status_code == 401
-    assert c.delete("/users/u", headers=api["write"]).status_code == 401  # forgetting needs admin
+    assert c.delete("/users/u", headers=api["write"]).status_code == 403  # forgetting needs admin
     for bad in ({"user_id": "u", "type": "view"}, {"user_id": "u", "item_id": "x", "type": "teleport"},
                 {"user_id": "", "item_id": "x", "type": "view"}, {"user_id": "u", "item_id": "x", "type": "view",
                                                                   "value": "NaN"},
@@ -203,7 +213,7 @@ def test_forget_user_and_reload_keep_acknowledged_events(api) -> None:
     assert "f-1" not in (Path(api["state"]) / "amazon2018-giftcards" / "events.jsonl").read_text()
     c.post("/events", json={"event_id": "after-1", "user_id": "keeper", "item_id": api["service"].catalog.item_ids[1],
                             "type": "view"}, headers=api["write"])
-    assert c.post("/admin/reload", json={}, headers=api["write"]).status_code == 401
+    assert c.post("/admin/reload", json={}, headers=api["write"]).status_code == 403
     r = c.post("/admin/reload", json={}, headers=api["admin"])
     assert r.status_code == 200, r.text
     new = api["app"].state.holder.service

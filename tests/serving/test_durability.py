@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,36 +14,15 @@ import httpx
 from shopmind.serving.auth import KeyStore
 from shopmind.serving.eventlog import EventLog
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(served: dict, state: Path, port: int, workers: int = 1) -> subprocess.Popen:
-    env = {**os.environ, **served["env"], "SHOPMIND_SERVING_STATE_DIR": str(state), "OMP_WAIT_POLICY": "PASSIVE"}
-    proc = subprocess.Popen([sys.executable, "-m", "shopmind.cli", "--store", str(served["store"]), "serve",
-                             str(served["artifact"]), "--port", str(port), "--workers", str(workers)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    raise AssertionError("server did not start in 120 s")
+from live import free_port, start
 
 
 def test_sigkill_loses_no_acknowledged_event(served: dict, tmp_path: Path) -> None:
     state = tmp_path / "state"
     key = KeyStore(state / "api_keys.json").create("stream", "write")
-    port = _free_port()
-    proc = _start(served, state, port)
+    reader = {"X-API-Key": KeyStore(state / "api_keys.json").create("reader", "read_private")}
+    port = free_port()
+    proc = start(served, state, port)
     acked: list[str] = []
     stop = threading.Event()
 
@@ -78,11 +54,11 @@ def test_sigkill_loses_no_acknowledged_event(served: dict, tmp_path: Path) -> No
     logged = {r.get("event_id") for r in EventLog(state / "amazon2018-giftcards").replay()}
     missing = set(acked) - logged
     assert not missing, f"{len(missing)} acknowledged events lost"
-    proc = _start(served, state, port)
+    proc = start(served, state, port)
     try:
         for w in range(4):
             mine = sum(1 for e in acked if e.startswith(f"w{w}-"))
-            got = httpx.get(f"http://127.0.0.1:{port}/recommend/kill-user-{w}").json()["events_seen"]
+            got = httpx.get(f"http://127.0.0.1:{port}/recommend/kill-user-{w}", headers=reader).json()["events_seen"]
             assert got >= mine  # events logged but not acknowledged before the kill may be there too
     finally:
         proc.terminate()
@@ -93,8 +69,9 @@ def test_two_workers_share_every_acknowledged_event_and_reloads(served: dict, tm
     state = tmp_path / "state"
     key = KeyStore(state / "api_keys.json").create("w", "write")
     admin = KeyStore(state / "api_keys.json").create("a", "admin")
-    port = _free_port()
-    proc = _start(served, state, port, workers=2)
+    ah = {"X-API-Key": admin}
+    port = free_port()
+    proc = start(served, state, port, workers=2)
     try:
         url = f"http://127.0.0.1:{port}"
         pids: set[int] = set()
@@ -103,9 +80,9 @@ def test_two_workers_share_every_acknowledged_event_and_reloads(served: dict, tm
                 with httpx.Client(base_url=url, timeout=10) as fresh:
                     fresh.post("/events", json={"event_id": f"mw-{i}", "user_id": "multi", "item_id": "B001BKEWF2",
                                                 "type": "view"}, headers={"X-API-Key": key}).raise_for_status()
-                    body = fresh.get("/recommend/multi").json()
+                    body = fresh.get("/recommend/multi", headers=ah).json()
                     assert body["events_seen"] == i + 1  # whichever worker answers has seen every event so far
-                    pids.add(fresh.get("/health").json()["pid"])
+                    pids.add(fresh.get("/admin/status", headers=ah).json()["pid"])
             assert len(pids) == 2, "both workers should have answered"
             dup = c.post("/events", json={"event_id": "mw-0", "user_id": "multi", "item_id": "B001BKEWF2",
                                           "type": "view"}, headers={"X-API-Key": key}).json()
@@ -114,13 +91,13 @@ def test_two_workers_share_every_acknowledged_event_and_reloads(served: dict, tm
             deadline, reloaded = time.time() + 60, set()
             while time.time() < deadline and len(reloaded) < 2:
                 with httpx.Client(base_url=url, timeout=10) as fresh:
-                    h = fresh.get("/health").json()
+                    h = fresh.get("/admin/status", headers=ah).json()
                     if h["reloads"] >= 1:
                         reloaded.add(h["pid"])
                 time.sleep(0.2)
             assert len(reloaded) == 2, "the reload must reach the other worker too"
-            assert c.get("/recommend/multi").json()["events_seen"] == 30
-            assert "shopmind_requests_total" in c.get("/metrics").text
+            assert c.get("/recommend/multi", headers=ah).json()["events_seen"] == 30
+            assert "shopmind_requests_total" in c.get("/metrics", headers=ah).text
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -1,6 +1,6 @@
 """Starting the service: load an artifact, attach the event log, build the search engine with the query
-encoder the artifact's vectors came from, and run uvicorn (one process: the online state is in memory,
-so every request sees every acknowledged event)."""
+encoder the artifact's vectors came from, and run uvicorn (one or more processes sharing the event log),
+in production mode unless demo mode is asked for (and then on loopback only)."""
 
 from __future__ import annotations
 
@@ -67,9 +67,10 @@ def _build_app(folder: str | Path, settings: Settings) -> Any:
     keys = KeyStore(keys_path(settings))
     if not len(keys):
         logging.getLogger("shopmind.serving").warning(
-            "no API keys in %s: writes are refused until one is created (shopmind keys create NAME)", keys.path)
+            "no API keys in %s: %s refused until one is created (shopmind keys create NAME --scope ...)", keys.path,
+            "writes are" if settings.serving.mode == "demo" else "every read and write is")
     bench = settings.serving.results_dir or (Path("bench/results") if Path("bench/results").is_dir() else None)
-    from .storefront import load_secret
+    from .sessions import load_secret
 
     return create_app(service, keys, settings.serving, loader, secret=load_secret(settings.state_dir),
                       results={"local": settings.benchmarks_dir, "bench": bench})
@@ -81,6 +82,26 @@ def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("faiss", "faiss.loader", "bm25s"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def check_mode(settings: Settings, host: str) -> None:
+    """Demo mode is the open storefront (anyone may act as any shopper): refuse it on a public interface
+    unless asked for, and say it loudly either way."""
+    s = settings.serving
+    if s.mode != "demo":
+        logging.getLogger("shopmind.serving").info("production mode: reads need a key or a shopper session")
+        return
+    if host not in LOOPBACK and not host.startswith("127.") and not s.demo_public:
+        raise ValueError(f"demo mode serves an open storefront and listens on loopback only; {host!r} is not "
+                         "loopback (set serving.demo_public = true to allow it, or serve in production mode)")
+    banner = "!" * 78
+    logging.getLogger("shopmind.serving").warning(
+        "\n%s\nDEMO MODE: open storefront, anyone may read and act as any shopper (no keys needed for reads).\n"
+        "Not for real shoppers: serve with serving.mode = \"production\" (the default of `shopmind serve`).\n%s",
+        banner, banner)
 
 
 def worker_app() -> Any:
@@ -99,6 +120,7 @@ def serve(folder: str | Path, settings: Settings, host: str | None = None, port:
 
     _configure_logging()
     host, port = host or settings.serving.host, port or settings.serving.port
+    check_mode(settings, host)
     workers = workers or settings.serving.workers
     settings = settings.model_copy(update={"serving": settings.serving.model_copy(update={"workers": workers})})
     options = dict(host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)

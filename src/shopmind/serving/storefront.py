@@ -1,73 +1,16 @@
-"""The storefront's server side: shopper sessions that let a browser post events for one shopper, the
-shopper list, and the dashboard's data (the served artifact's evaluation and the benchmark results).
-
-A browser cannot hold an API key (anyone could read it from the page), so `GET /storefront/session?user=U`
-returns a token signed with a server secret (HMAC-SHA256) that allows posting events for U only, for a few
-hours. The secret lives in the state folder, so every worker process accepts every worker's tokens.
-"""
+"""The storefront's server side: the shopper list and the dashboard's data (the served artifact's
+evaluation and the benchmark results). Shopper sessions are in sessions.py."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
-import os
 import re
-import secrets
-import time
 from pathlib import Path
 from typing import Any
 
 from .service import Service
 
-SESSION_TTL = 6 * 3600
 PLOT_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,80}\.png$")
-
-
-def load_secret(state_dir: Path) -> bytes:
-    """The storefront secret (created once, owner-only)."""
-    path = Path(state_dir) / "storefront.secret"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-        try:
-            os.link(tmp, path)  # atomic create-if-absent: two workers starting together agree on one secret
-        except FileExistsError:
-            pass
-        tmp.unlink()
-    return bytes.fromhex(path.read_text().strip())
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def session_token(secret: bytes, user: str, now: float | None = None) -> str:
-    payload = json.dumps({"u": user, "exp": int((now or time.time()) + SESSION_TTL)}, separators=(",", ":")).encode()
-    sig = hmac.new(secret, payload, hashlib.sha256).digest()
-    return f"{_b64(payload)}.{_b64(sig)}"
-
-
-def session_user(secret: bytes, token: str | None, now: float | None = None) -> str | None:
-    """The shopper a valid, unexpired token was issued for; None otherwise."""
-    if not token or len(token) > 1000 or "." not in token:
-        return None
-    body, _, sig = token.partition(".")
-    try:
-        payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-        given = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
-        claims = json.loads(payload)
-    except (ValueError, json.JSONDecodeError):
-        return None
-    if not hmac.compare_digest(hmac.new(secret, payload, hashlib.sha256).digest(), given):
-        return None
-    if not isinstance(claims, dict) or claims.get("exp", 0) < (now or time.time()):
-        return None
-    return str(claims.get("u"))
 
 
 def shoppers(service: Service, n: int = 12) -> list[dict[str, Any]]:

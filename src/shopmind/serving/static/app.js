@@ -12,7 +12,11 @@ function esc(text) {
 }
 
 async function api(path, options = {}) {
-  const res = await fetch(path, options);
+  // The shopper's session goes with every call: it lets the page read its own shopper's private parts
+  // (explanations, history size) and post their interactions, and nobody else's.
+  const headers = { ...(options.headers || {}) };
+  if (state.token && !headers["X-Session"]) headers["X-Session"] = state.token;
+  const res = await fetch(path, { ...options, headers });
   const body = await res.json().catch(() => ({}));
   if (!res.ok) throw new Error(body.detail || `HTTP ${res.status}`);
   return body;
@@ -34,6 +38,7 @@ async function loadUsers() {
 async function setUser(user) {
   state.user = user;
   localStorage.setItem("shopmind-user", user);
+  state.token = null;
   const { token } = await api(`/storefront/session?user=${encodeURIComponent(user)}`);
   state.token = token;
 }

@@ -1,0 +1,1 @@
+"""The API's routers, one per domain; `serving.app.create_app` includes them all."""
