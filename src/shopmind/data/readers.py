@@ -266,10 +266,12 @@ def _csv_records(path: Path, encoding: str, delimiter: str, meter: Meter | None,
             reader = csv.reader(feed(), delimiter=delimiter)
             try:
                 for cells in reader:
-                    first, text = taken[0][0], "".join(t for _, t in taken)
-                    if len(taken) > 1 and width and len(cells) != width[0]:
-                        raise _RecordFailed(f"a quoted field runs over {len(taken)} lines and gives {len(cells)} "
-                                            f"fields instead of {width[0]}: probably an unclosed quote")
+                    first, text = taken[0]
+                    if len(taken) > 1:
+                        text = "".join(t for _, t in taken)
+                        if width and len(cells) != width[0]:
+                            raise _RecordFailed(f"a quoted field runs over {len(taken)} lines and gives {len(cells)} "
+                                                f"fields instead of {width[0]}: probably an unclosed quote")
                     taken.clear()
                     yield first, text, cells
                 return
