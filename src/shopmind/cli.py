@@ -53,7 +53,7 @@ def _guard(fn: Callable[[], Any], extra: tuple[type[BaseException], ...] = ()) -
     try:
         return fn()
     except (*_USER_ERRORS, *extra) as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)  # one line, however long
         raise typer.Exit(2) from None
 
 
@@ -110,7 +110,7 @@ def _parse_map(pairs: list[str]) -> dict[str, str]:
 
 def _run_ingest(store: Store, settings: Settings, target: str, *, fmt: str | None = None, name: str | None = None,
                 mapping: Mapping | None = None, encoding: str | None = None, force: bool = True,
-                quiet: bool = False) -> IngestReport | None:
+                quiet: bool = False, allow_empty: bool = False) -> IngestReport | None:
     with err.status(f"looking for {target} …") as status:
         source = open_source(settings, target, fmt, name, mapping, encoding,
                              lambda file: status.update(f"downloading {file} (sha256 checked) …"))
@@ -120,7 +120,7 @@ def _run_ingest(store: Store, settings: Settings, target: str, *, fmt: str | Non
         def update(done: int, total: int, rows: int) -> None:
             progress.update(task, completed=done, total=total, rows=rows)
 
-        report = ingest_source(store, settings, source, progress=update, force=force)
+        report = ingest_source(store, settings, source, progress=update, force=force, allow_empty=allow_empty)
     return report
 
 
@@ -165,6 +165,8 @@ def ingest(
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Rows per transaction (ingest.chunk_size)."),
     hash_user_ids: Optional[bool] = typer.Option(None, "--hash-user-ids/--no-hash-user-ids",
                                                  help="Replace user ids by a keyed hash (needs a salt)."),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Accept an input with no records (by default "
+                                     "an empty file, or one with only a header, is an error)."),
     as_json: bool = typer.Option(False, "--json", help="Print the run reports as JSON."),
 ) -> None:
     """Ingest datasets into the store (idempotent; bad rows go to a rejects file)."""
@@ -189,7 +191,7 @@ def ingest(
         with Store(settings.store.path) as store:
             for target in all_targets:
                 r = _run_ingest(store, settings, target, fmt=fmt, name=name, mapping=mapping, encoding=encoding,
-                                quiet=as_json)
+                                quiet=as_json, allow_empty=allow_empty)
                 assert r is not None
                 reports.append(r)
                 if not as_json:

@@ -59,8 +59,9 @@ def already_ingested(store: Store, dataset: str, files: list[dict[str, Any]]) ->
 
 
 def ingest_source(store: Store, settings: Settings, source: Source, progress: ProgressFn | None = None,
-                  force: bool = True) -> IngestReport | None:
-    """Ingest one source. With force=False, skip it (return None) when the same files were ingested."""
+                  force: bool = True, allow_empty: bool = False) -> IngestReport | None:
+    """Ingest one source. With force=False, skip it (return None) when the same files were ingested.
+    An input without any record raises EmptyInputError unless `allow_empty`."""
     files = fingerprint(source.adapter)
     if not force and already_ingested(store, source.dataset, files):
         return None
@@ -69,7 +70,8 @@ def ingest_source(store: Store, settings: Settings, source: Source, progress: Pr
         raise ValueError("ingest.hash_user_ids is on but no ingest.user_id_salt is set "
                          "(set SHOPMIND_INGEST_USER_ID_SALT)")
     ingestor = Ingestor(store, source.dataset, chunk_size=settings.ingest.chunk_size,
-                        rejects_dir=settings.rejects_dir, user_id_salt=salt, progress=progress)
+                        rejects_dir=settings.rejects_dir, user_id_salt=salt, progress=progress,
+                        allow_empty=allow_empty)
     return ingestor.run(source.adapter, files=files)
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import pyarrow as pa
 from pydantic import ValidationError
 
-from .adapters.base import Adapter
+from .adapters.base import Adapter, EmptyInputError
 from .readers import Meter, Reject, Row, clip, file_sizes
 from .schema import RECORD_MODELS, Event, Item, Judgment, User, hash_user_id, stable_hash
 from .store import COLUMNS, Store
@@ -94,8 +94,9 @@ class Ingestor:
     """Streams one adapter into the store under a dataset name."""
 
     def __init__(self, store: Store, dataset: str, *, chunk_size: int = 50_000, rejects_dir: Path | None = None,
-                 user_id_salt: str | None = None, progress: ProgressFn | None = None) -> None:
+                 user_id_salt: str | None = None, progress: ProgressFn | None = None, allow_empty: bool = False) -> None:
         self.store = store
+        self.allow_empty = allow_empty  # an input with no record at all is an error unless this is set
         self.dataset = check_dataset_name(dataset)
         self.chunk_size = chunk_size
         self.rejects_dir = Path(rejects_dir) if rejects_dir else None
@@ -105,6 +106,7 @@ class Ingestor:
     def run(self, adapter: Adapter, source: str | None = None, files: list[dict[str, Any]] | None = None) -> IngestReport:
         """Ingest everything the adapter yields. `files` (path, bytes, sha256) is recorded with the run."""
         paths = adapter.files()
+        adapter.check()  # whole-file problems (a missing column) stop here, before the run is recorded
         meta = files or [{"path": str(p), "bytes": p.stat().st_size} for p in paths]
         run_id = self.store.start_run(self.dataset, adapter.format, source or str(adapter.path), meta)
         report = IngestReport(run_id, self.dataset, adapter.format, source or str(adapter.path), "running")
@@ -151,6 +153,9 @@ class Ingestor:
                     flush()
                 if self.progress is not None and rows_read % 4096 == 0:
                     self.progress(meter.done, meter.total, rows_read)
+            if rows_read == 0 and not self.allow_empty:
+                raise EmptyInputError(f"{source or adapter.path}: no records to ingest (empty, or only a header or "
+                                      "blank lines); pass --allow-empty to accept an empty input")
             flush()
             status = "completed_with_rejects" if any(c["rejected"] for c in counts.values()) else "completed"
         except KeyboardInterrupt:

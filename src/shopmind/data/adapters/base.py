@@ -8,11 +8,20 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
+from ...errors import ShopmindError
 from ..readers import Meter, Record
 
 
 class FormatError(ValueError):
     """The path does not hold files of the expected format (raised before anything is written)."""
+
+
+class MissingColumnError(FormatError, ShopmindError):
+    """A file lacks a column every record needs (raised by `Adapter.check`, before anything is written)."""
+
+
+class EmptyInputError(FormatError, ShopmindError):
+    """An ingest read no record at all (empty files, only a header or blank lines) and --allow-empty is off."""
 
 
 class Adapter(ABC):
@@ -38,6 +47,10 @@ class Adapter(ABC):
     @abstractmethod
     def records(self, meter: Meter | None = None) -> Iterator[Record]:
         """Rows and rejects, streamed."""
+
+    def check(self) -> None:
+        """Fail (FormatError) on problems that concern whole files, e.g. a missing column; called by the
+        ingest before its run starts, so nothing is written. The default checks nothing."""
 
     @classmethod
     def detect(cls, path: Path) -> bool:

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 from ..readers import Meter, Record, Reject, Row, check_encoding, iter_csv, iter_jsonl, iter_parquet
 from ..schema import RECORD_MODELS
-from .base import Adapter, FormatError
+from .base import Adapter, FormatError, MissingColumnError
 
 KINDS = {"items": "item", "events": "event", "judgments": "judgment", "users": "user"}
 _SPILL = {"item": "attributes", "user": "attributes", "event": "extra", "judgment": None}
@@ -107,14 +107,61 @@ class GenericAdapter(Adapter):
     def files(self) -> list[Path]:
         return list(self._files)
 
+    def check(self) -> None:
+        """Every CSV and Parquet file must have a column for each field its kind requires (JSONL has no header:
+        its records are checked one by one). Reads only the header (CSV) or the schema (Parquet)."""
+        for path in self._files:
+            fmt = self._kind_of(path)
+            if fmt == "csv":
+                header: list[str] = []
+                rows = iter_csv(path, self.mapping.encoding, self._delimiter(path), header_out=header)
+                try:
+                    next(rows, None)
+                finally:
+                    rows.close()  # type: ignore[attr-defined]
+            elif fmt == "parquet":
+                import pyarrow.parquet as pq
+
+                try:
+                    header = list(pq.read_schema(path).names)
+                except Exception:  # a damaged file: iter_parquet rejects it with the reason
+                    continue
+            else:
+                continue
+            if header:  # no header at all is an empty file: the ingest reports it
+                self.check_columns(path, header)
+
+    def check_columns(self, path: Path, header: list[str]) -> None:
+        """MissingColumnError naming the missing source column(s) and the columns found."""
+        m = self.mapping
+        kind = KINDS[m.kind]
+        model = RECORD_MODELS[kind]
+        found = set(header)
+
+        def named(field: str) -> str:
+            col = m.columns.get(field, field)
+            return repr(col) + (f" (for {field})" if col != field else "")
+
+        missing = [named(f) for f, info in model.model_fields.items()
+                   if info.is_required() and m.columns.get(f, f) not in found]
+        if kind == "event" and not {m.columns.get("item_id", "item_id"), m.columns.get("query", "query")} & found:
+            missing.append(f"{named('item_id')} (or {named('query')}, for search events)")
+        if missing:
+            cols = ", ".join(header) if len(header) <= 30 else ", ".join(header[:30]) + f", … ({len(header)} in all)"
+            raise MissingColumnError(f"{path}: missing required column {' and '.join(missing)} for {m.kind}; "
+                                     f"columns found: {cols} (map a column with --map FIELD=COLUMN)")
+
+    def _delimiter(self, path: Path) -> str:
+        m = self.mapping
+        return "\t" if path.suffix.lower() == ".tsv" and m.delimiter == "," else m.delimiter
+
     def records(self, meter: Meter | None = None) -> Iterator[Record]:
         m = self.mapping
         kind = KINDS[m.kind]
         for path in self._files:
             fmt = self._kind_of(path)
             if fmt == "csv":
-                delim = "\t" if path.suffix.lower() == ".tsv" and m.delimiter == "," else m.delimiter
-                source: Iterator[Any] = iter_csv(path, m.encoding, delim, meter)
+                source: Iterator[Any] = iter_csv(path, m.encoding, self._delimiter(path), meter)
             elif fmt == "jsonl":
                 source = iter_jsonl(path, m.encoding, meter)
             elif fmt == "parquet":
