@@ -51,6 +51,7 @@ class Adapter(ABC):
     def check(self) -> None:
         """Fail (FormatError) on problems that concern whole files, e.g. a missing column; called by the
         ingest before its run starts, so nothing is written. The default checks nothing."""
+        return None
 
     @classmethod
     def detect(cls, path: Path) -> bool:
