@@ -6,6 +6,7 @@ answered (408) instead of holding the connection. Also the live key revocation a
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -152,10 +153,11 @@ def test_schemathesis_finds_nothing(live, tmp_path: Path) -> None:
     st = shutil.which("st", path=os.path.dirname(sys.executable))
     assert st, "schemathesis is a test dependency"
     cmd = [st, "run", f"{live['url']}/openapi.json", "--checks", "all", "--max-examples", "60", "--seed", "13",
-           "--generation-database", "none", "--no-color", "-H", f"X-API-Key: {live['admin']}",
-           "--request-timeout", "20", "--workers", "2", "--max-time", "150",
+           "--generation-database", "none", "--generation-with-security-parameters", "false", "--no-color",
+           "-H", f"X-API-Key: {live['admin']}", "--request-timeout", "20", "--workers", "2", "--max-time", "120",
            "--report", "junit", "--report-dir", str(tmp_path)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-6000:]
-    assert "failures" not in out.lower() or " 0 failures" in out.lower() or "no failures" in out.lower(), out[-3000:]
+    cases = re.search(r"(\d+) generated, (\d+) passed", out)
+    assert cases and int(cases[1]) == int(cases[2]) >= 2000, out[-3000:]  # a few thousand, every one passed

@@ -313,6 +313,21 @@ def create_app(service: Service, keys: KeyStore, settings: ServingSettings | Non
 
     threading.Thread(target=follow, name="shopmind-log-follower", daemon=True).start()
 
+    def openapi_with_examples() -> dict[str, Any]:
+        """The OpenAPI document, with a real item id as the example of every item parameter (so the docs'
+        "try it out" and API fuzzers reach real items rather than 404s)."""
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            s = holder.service
+            example = str(s.catalog.item_ids[int(np.argmax(s.pipeline.info.popularity))]) if s.n_items else None
+            for ops_ in schema["paths"].values():
+                for op in ops_.values():
+                    for p in op.get("parameters", []):
+                        if p["name"] in ("item_id", "item") and example is not None:
+                            p["example"] = example
+        return app.openapi_schema
+
+    app.openapi = openapi_with_examples  # type: ignore[method-assign]
     app.include_router(ops.router(exposition))
     app.include_router(search.router(cfg))
     app.include_router(recommend.router(cfg))
