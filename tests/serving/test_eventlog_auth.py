@@ -61,7 +61,7 @@ def test_forget_removes_a_users_events_and_keeps_a_tombstone(tmp_path: Path) -> 
     log.append([{"event_id": "4", "user_id": "alice"}])  # she may come back
     log.close()
     again = EventLog(tmp_path)
-    assert again.forgotten == {"alice"}
+    assert again.forgotten == {again.digest("alice")}
     assert [r.get("event_id") for r in again.replay()] == ["2", None, "4"]
 
 
@@ -86,7 +86,9 @@ def test_keys_are_hashed_scoped_and_revocable(tmp_path: Path) -> None:
 
 def test_two_processes_share_one_log(tmp_path: Path) -> None:
     a, b = EventLog(tmp_path), EventLog(tmp_path)  # separate lock descriptions: they exclude each other like processes
+    assert a.catch_up() == ([], True) and b.catch_up() == ([], True)  # the first call: the whole (empty) log
     assert a.append([{"event_id": "1", "user_id": "u"}]) == [True]
+    assert a.catch_up() == ([{"event_id": "1", "user_id": "u"}], False)  # its own record comes back once
     assert b.catch_up() == ([{"event_id": "1", "user_id": "u"}], False)
     assert b.catch_up() == ([], False)
     assert b.append([{"event_id": "1", "user_id": "u"}, {"event_id": "2", "user_id": "v"}]) == [False, True]
@@ -94,11 +96,13 @@ def test_two_processes_share_one_log(tmp_path: Path) -> None:
     # a writer reads what the other appended before writing: an id the other wrote meanwhile is a duplicate
     b.append([{"event_id": "3", "user_id": "w"}])
     assert a.append([{"event_id": "3", "user_id": "w"}, {"event_id": "4", "user_id": "w"}]) == [False, True]
-    assert a.catch_up() == ([{"event_id": "3", "user_id": "w"}], False)  # b's record, handed over once
+    assert a.catch_up() == ([{"event_id": "3", "user_id": "w"}, {"event_id": "4", "user_id": "w"}], False)
     ids = [json.loads(line)["event_id"] for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert ids == ["1", "2", "3", "4"]
+    b.catch_up()
     assert a.forget("v") == 1
-    records, rotated = b.catch_up()
-    assert rotated and records == [] and b.forgotten == {"v"} and "2" not in b and "4" in b
+    records, rotated = b.catch_up()  # rewritten: the whole log again, to start over from
+    assert rotated and [r.get("event_id") for r in records] == ["1", "3", "4", None]
+    assert b.forgotten == {b.digest("v")} and "2" not in b and "4" in b
     assert b.append([{"event_id": "5", "user_id": "u"}]) == [True]
-    assert a.catch_up() == ([{"event_id": "5", "user_id": "u"}], False)
+    assert a.catch_up()[0][-1] == {"event_id": "5", "user_id": "u"}

@@ -5,6 +5,11 @@ Online state (in memory, rebuilt from the artifact and the event log at start):
 - the exploration bandit's impressions and clicks per item, from events that reference a recommendation;
 - recent recommendation ids (bounded), so that impressions and clicks can be attributed.
 An acknowledged event is on disk (EventLog) and already applied here, so the very next request sees it.
+
+Every logged record reaches the state through one path, `sync()`: the log hands out its records (other
+workers' and this process's own, in file order) exactly once, or the whole log after a rewrite, and
+`sync()` applies them under one lock. `ingest()` writes, then syncs, so its events are applied before it
+returns, once.
 """
 
 from __future__ import annotations
@@ -51,13 +56,22 @@ def _float(value: Any) -> float | None:
 
 class Service:
     def __init__(self, artifact: Artifact, state_dir: str | Path, encode: Callable[[str], np.ndarray] | None = None,
-                 rerank_config: RerankConfig | None = None, seed: int = 0, attach: bool = True) -> None:
+                 rerank_config: RerankConfig | None = None, seed: int = 0, attach: bool = True,
+                 digest: Callable[[str], str] | None = None) -> None:
+        """digest: how forget tombstones in the event log name users and event ids (see EventLog); every
+        worker sharing the state folder must use the same one. None: the log's own keyed HMAC."""
         self.artifact = artifact
         self.pipeline = artifact.pipeline
         self.catalog = artifact.catalog
         self.n_items = len(self.catalog)
         self.config = rerank_config or RerankConfig()
         self._lock = threading.RLock()
+        self._sync_lock = threading.RLock()  # catch_up + apply, as one step
+        self.digest = digest
+        self._seed = seed
+        self._forgetting: dict[str, str] = {}  # digest -> user id, while this process forgets them
+        self._artifact_digests: dict[str, str] | None = None  # digest -> artifact user (built when needed)
+        self.generation = 0  # bumped by every forget and rebuild: pools computed before are not cached
         info = self.pipeline.info
         self.vectors = info.vectors
         leaves = [" > ".join(p) if p else "" for p in self.catalog.paths]
@@ -105,45 +119,61 @@ class Service:
             self.attach_log()
 
     def attach_log(self) -> None:
-        """Open the event log and replay it: forgotten users out, then every logged event applied in order."""
-        self.log = EventLog(self.state_dir)
-        self._replay()
+        """Open the event log and replay it: every logged event applied in order, forgotten users out."""
+        self.log = EventLog(self.state_dir, digest=self.digest, required=("user_id", "type"))
+        self.digest = self.log.digest
+        self.sync()
 
-    def _replay(self) -> None:
-        for user in self.log.forgotten:
-            self._drop_user(user)
-        for record in self.log.replay():
-            if record.get("kind") is None:
-                self._apply(record)
-
-    def _rebuild(self) -> None:
-        """Start again from the artifact and the whole log (another worker rewrote it: a user was forgotten)."""
-        with self._lock:
-            self.histories = {u: list(h[-MAX_HISTORY:]) for u, h in self.artifact.histories.items()}
-            self.purchases = {u: set(p) for u, p in self.artifact.purchases.items()}
-            self.event_counts = {}
-            self.type_counts = Counter()
-            self.versions = {u: v + 1 for u, v in self.versions.items()}
-            self.cache.clear()
-            self.explorer = ThompsonExplorer(self.n_items)
-            self._replay()
+    def _reset(self) -> None:
+        """Back to the artifact's state (the whole log is applied next). Called under both locks."""
+        self.histories = {u: list(h[-MAX_HISTORY:]) for u, h in self.artifact.histories.items()}
+        self.purchases = {u: set(p) for u, p in self.artifact.purchases.items()}
+        self.event_counts = {}
+        self.type_counts = Counter()
+        self.versions = {}
+        self.cache.clear()
+        self.generation += 1  # with versions restarting, a pool in the making must not be cached
+        self.explorer = ThompsonExplorer(self.n_items, seed=self._seed)
 
     def sync(self) -> None:
-        """Apply what other worker processes logged since the last request (one stat when nothing changed)."""
+        """Apply what was logged since the last call, by any worker process or this one (one stat when nothing
+        changed). After it returns, every record this process wrote before the call is applied."""
         if self.log is None:
             return
-        records, rotated = self.log.catch_up()
-        if rotated:
-            self._rebuild()
-        for record in records:
-            kind = record.get("kind")
-            if kind is None:
-                self._apply(record)
-            elif kind == "forget":
+        with self._sync_lock:
+            records, rotated = self.log.catch_up()
+            if rotated:  # the whole log (at start, or another worker rewrote it: a user was forgotten)
                 with self._lock:
-                    self._drop_user(record["user_id"])
-            elif self.on_control is not None:
-                self.on_control(record)
+                    self._reset()
+                    for record in records:
+                        self._record(record, replay=True)
+                return
+            for record in records:
+                self._record(record, replay=False)
+
+    def _record(self, record: dict[str, Any], replay: bool) -> None:
+        kind = record.get("kind")
+        if kind is None:
+            self._apply(record)
+        elif kind == "forget":
+            with self._lock:
+                for user in self._users_with(record["user"], live=not replay):
+                    self._drop_user(user)
+        elif self.on_control is not None:
+            self.on_control(record)
+
+    def _users_with(self, digest: str, live: bool) -> list[str]:
+        """The users in memory whose id has this digest. In a replay only artifact users can match (a
+        forget removed every event of its user that precedes its tombstone)."""
+        if self._artifact_digests is None:
+            users = set(self.artifact.histories) | set(self.artifact.purchases)
+            self._artifact_digests = {self.digest(u): u for u in users}
+        hint = self._forgetting.get(digest)  # this process is forgetting them: no need to search
+        found = {u for u in (hint, self._artifact_digests.get(digest)) if u is not None}
+        if live and hint is None:  # another process's tombstone outside a rewrite: rare, so a scan will do
+            known = set(self.event_counts) | set(self.histories) | set(self.purchases) | set(self.versions)
+            found |= {u for u in known if self.digest(u) == digest}
+        return sorted(found)
 
     # -- state -----------------------------------------------------------------------------------------------
     def row(self, item_id: str) -> int:
@@ -153,10 +183,15 @@ class Service:
         return r
 
     def _drop_user(self, user: str) -> None:
-        self.versions[user] = self.versions.get(user, 0) + 1  # cached pools of the user are stale
+        """Every in-memory trace of the user: history, purchases, event counts, version, cached pools; and
+        no pool computed before this may be cached after it. Called under self._lock."""
+        self.generation += 1
+        self.versions.pop(user, None)
         self.histories.pop(user, None)
         self.purchases.pop(user, None)
         self.type_counts -= self.event_counts.pop(user, Counter())
+        for key in [k for k in self.cache if k[0] == user]:
+            del self.cache[key]
 
     def _apply(self, e: dict[str, Any]) -> None:
         """Apply one logged event to the online state (also used for replay at start)."""
@@ -185,22 +220,29 @@ class Service:
             return list(self.histories.get(user, ()))
 
     def ingest(self, events: Sequence[dict[str, Any]]) -> list[bool]:
-        """Log events durably, then apply them; returns per event whether it was new (not a duplicate id)."""
+        """Log events durably, then apply them; returns per event whether it was new (not a duplicate id, nor
+        the id of a forgotten event). The new ones are applied, once, through `sync()` before this returns."""
         records = [{**e, "event_id": e.get("event_id") or uuid.uuid4().hex,
                     "received": time.time()} for e in events]
         fresh = self.log.append(records)
-        self.sync()  # other workers' events read while writing come first
-        for record, new in zip(records, fresh):
-            if new:
-                self._apply(record)
+        self.sync()  # applies them, in log order after whatever other workers logged before them
         return fresh
 
     def forget(self, user: str) -> dict[str, Any]:
-        self.sync()
-        known = user in self.histories or user in self.event_counts
-        removed = self.log.forget(user)
-        with self._lock:
-            self._drop_user(user)
+        """Erase the user's events from the log (a tombstone of digests stays) and every trace of them here."""
+        with self._sync_lock:
+            self.sync()
+            with self._lock:
+                known = user in self.histories or user in self.event_counts
+            digest = self.log.digest(user)
+            self._forgetting[digest] = user
+            try:
+                removed = self.log.forget(user)
+                self.sync()  # applies the tombstone: the user is dropped
+            finally:
+                self._forgetting.pop(digest, None)
+            with self._lock:
+                self._drop_user(user)  # (again: also when the log was rewritten meanwhile by another worker)
         return {"user_id": user, "known": known, "events_removed_from_log": removed}
 
     # -- recommendation --------------------------------------------------------------------------------------
@@ -237,6 +279,7 @@ class Service:
         with self._lock:  # the history and its version together (the version keys the cache)
             history = list(self.histories.get(user, ()))
             version = self.versions.get(user, 0)
+            generation = self.generation
         seq = (history + context)[-MAX_HISTORY:]
         blocked = self._blocked(user, history, filters, exclude_seen, kind, context)
         config = RerankConfig(diversity=self.config.diversity if diversity is None else diversity,
@@ -252,7 +295,8 @@ class Service:
         rows, scores = cached if cached is not None else self._ranked(user, seq, blocked, filters, query, config.pool)
         if cached is None:
             with self._lock:
-                self.cache[key] = (rows.astype(np.int32), scores.astype(np.float32))
+                if self.generation == generation:  # no forget or rebuild since the history was read
+                    self.cache[key] = (rows.astype(np.int32), scores.astype(np.float32))
                 while len(self.cache) > CACHE_SIZE:
                     self.cache.popitem(last=False)
         slots = rerank(rows, scores, k, self.vectors, self.leaf, self.explorer, config)
