@@ -482,7 +482,7 @@ class EventLog:
                     with self._cv:
                         self._offset = start + len(written)
                         self._publish(self._offset)
-                        for eid, record, _ in keep:
+                        for _eid, record, _ in keep:
                             self._index(record)
                             self._pending.append(record)
                         self.records += len(keep)
