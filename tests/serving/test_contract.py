@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from fastapi.testclient import TestClient
 from shopmind.config import load_settings
 from shopmind.serving.app import create_app
 from shopmind.serving.auth import WATCH_S, KeyStore
+from shopmind.serving.eventlog import EventLog
 from shopmind.serving.server import keys_path, load_service
 
 from live import free_port, start, stop
@@ -145,6 +147,52 @@ def test_revocation_reaches_every_worker_within_a_second(live) -> None:
         assert c.get("/admin/status", headers={"X-API-Key": rotated}).status_code == 200
         assert c.get("/admin/status", headers={"X-API-Key": live["admin"]}).status_code == 401
     live["admin"] = rotated
+
+
+def test_two_workers_apply_each_event_once_while_shoppers_are_forgotten(live) -> None:
+    """Finding 8: posts on both workers while other shoppers are forgotten; afterwards each worker has
+    applied exactly the events that are in the log (before the fix they counted some twice)."""
+    url, key = live["url"], {"X-API-Key": live["admin"]}
+    doomed = [f"race-doomed-{i}" for i in range(6)]
+    with httpx.Client(base_url=url, timeout=10) as c:
+        for u in doomed:
+            c.post("/events", json={"events": [{"user_id": u, "item_id": "x", "type": "view"}] * 3},
+                   headers=key).raise_for_status()
+    stop_at = time.time() + 4
+    errors: list[str] = []
+
+    def post(worker: int) -> None:
+        i = 0
+        while time.time() < stop_at:
+            with httpx.Client(base_url=url, timeout=10) as fresh:  # new connections spread over both workers
+                batch = [{"event_id": f"race-{worker}-{i}-{j}", "user_id": f"race-keeper-{worker}", "item_id": "x",
+                          "type": "view"} for j in range(4)]
+                r = fresh.post("/events", json={"events": batch}, headers=key)
+                if r.status_code != 200:
+                    errors.append(r.text)
+            i += 1
+
+    threads = [threading.Thread(target=post, args=(w,)) for w in range(3)]
+    for t in threads:
+        t.start()
+    for u in doomed:
+        with httpx.Client(base_url=url, timeout=30) as fresh:
+            assert fresh.delete(f"/users/{u}", headers=key).status_code == 200
+        time.sleep(0.4)
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    time.sleep(1.0)  # idle workers follow the log every 0.2 s
+    logged = sum(1 for r in EventLog(live["state"] / "amazon2018-giftcards").replay() if r.get("kind") is None)
+    seen: dict[int, int] = {}
+    for _ in range(40):
+        with httpx.Client(base_url=url, timeout=10) as fresh:
+            s = fresh.get("/admin/status", headers=key).json()
+            seen[s["pid"]] = s["events_applied"]
+        if len(seen) == 2:
+            break
+    assert len(seen) == 2, "both workers should have answered"
+    assert set(seen.values()) == {logged}, (seen, logged)
 
 
 def test_schemathesis_finds_nothing(live, tmp_path: Path) -> None:

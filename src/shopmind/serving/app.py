@@ -151,14 +151,6 @@ class Metrics:
             self.quarantined.set(getattr(service.log, "quarantined", 0))
 
 
-class _BodyTimeout(Exception):
-    pass
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
 class Edge:
     """Pure ASGI middleware: body size and arrival-time limits, metrics, the last-resort 500."""
 
@@ -173,23 +165,28 @@ class Edge:
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
             await _send_json(send, 413, {"detail": f"request body over {MAX_BODY} bytes"}, close=True)
             return
-        state = {"status": 500, "started": False, "received": 0}
+        state: dict[str, Any] = {"status": 500, "started": False, "received": 0, "refuse": None}
         deadline = time.monotonic() + self.timeout
 
         async def bounded() -> dict:
-            """The body as the app reads it: all of it within the deadline, at most MAX_BODY bytes (also
-            when sent in chunks without a Content-Length)."""
+            """The body as the app reads it: all of it within the deadline, at most MAX_BODY bytes (also when
+            sent in chunks without a Content-Length). Past either bound the app is told the client left, and
+            whatever it answers is replaced by the refusal (frameworks turn a read error into a 400)."""
             try:
                 message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.001))
             except asyncio.TimeoutError:
-                raise _BodyTimeout from None
+                state["refuse"] = (408, "the request body did not arrive in time")
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
                 state["received"] += len(message.get("body", b""))
                 if state["received"] > MAX_BODY:
-                    raise _BodyTooLarge
+                    state["refuse"] = (413, f"request body over {MAX_BODY} bytes")
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracked(message: dict) -> None:
+            if state["refuse"] is not None:
+                return
             if message["type"] == "http.response.start":
                 state["status"], state["started"] = message["status"], True
             await send(message)
@@ -197,19 +194,15 @@ class Edge:
         t0 = time.perf_counter()
         try:
             await self.inner(scope, bounded, tracked)
-        except _BodyTimeout:
-            if not state["started"]:
-                state["status"] = 408
-                await _send_json(send, 408, {"detail": "the request body did not arrive in time"}, close=True)
-        except _BodyTooLarge:
-            if not state["started"]:
-                state["status"] = 413
-                await _send_json(send, 413, {"detail": f"request body over {MAX_BODY} bytes"}, close=True)
         except Exception:
-            rid = uuid.uuid4().hex[:12]
-            log.exception("request %s failed (%s %s)", rid, scope["method"], scope.get("path"))
-            if not state["started"]:
-                await _send_json(send, 500, {"detail": "internal error", "request_id": rid})
+            if state["refuse"] is None:
+                rid = uuid.uuid4().hex[:12]
+                log.exception("request %s failed (%s %s)", rid, scope["method"], scope.get("path"))
+                if not state["started"]:
+                    await _send_json(send, 500, {"detail": "internal error", "request_id": rid})
+        if state["refuse"] is not None and not state["started"]:
+            state["status"] = state["refuse"][0]
+            await _send_json(send, state["refuse"][0], {"detail": state["refuse"][1]}, close=True)
         route = getattr(scope.get("route"), "path", None) or (  # mounted files carry no route
             "/static/{file}" if scope.get("path", "").startswith("/static/") else "unmatched")
         dt = time.perf_counter() - t0

@@ -69,6 +69,7 @@ def router(swap_in: Callable[[Any], None]) -> APIRouter:
         """Everything /health keeps to itself: artifact path, process id, state folder, keys by name."""
         s = ctx.holder.service
         return ok({**s.stats(), "mode": ctx.cfg.mode, "state_dir": str(s.state_dir), "pid": os.getpid(),
+                   "events_applied": sum(s.type_counts.values()),  # this worker's, to compare with the log
                    "reloads": ctx.holder.reloads, "keys": ctx.keys.names()})
 
     return r
