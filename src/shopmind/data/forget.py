@@ -10,7 +10,9 @@ import re
 from pathlib import Path
 from typing import IO, Callable, Sequence
 
-from .store import Store, names_user
+import duckdb
+
+from .store import Store, StoreError, names_user
 from .tombstones import Tombstones
 
 
@@ -66,6 +68,48 @@ def scrub_rejects_files(folder: str | Path, ids: Sequence[str], dataset: str | N
             data = "".join(kept).encode("utf-8", errors="surrogateescape")
             replace_file(path, lambda f: f.write(data))
     return removed
+
+
+def compact_store(path: str | Path) -> bool:
+    """Rewrite the store into a fresh file: DuckDB keeps deleted rows' bytes in free blocks, so a forgotten
+    user's id stays readable in the file until it is rebuilt. The copy replaces the store under a read-only
+    connection (a shared lock: no writer can open it meanwhile) and only if nobody wrote in between; returns
+    whether it was replaced. Raises StoreError when another process holds the store."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.compact-{os.getpid()}")
+    for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    try:
+        con = duckdb.connect(str(path))
+    except (duckdb.IOException, duckdb.ConnectionException) as e:
+        raise StoreError(f"cannot open store {path}: {e}") from None
+    try:
+        con.execute("CHECKPOINT")
+        name = con.execute("SELECT current_database()").fetchall()[0][0]
+        con.execute("ATTACH '" + str(tmp).replace("'", "''") + "' AS shopmind_compact")
+        con.execute(f'COPY FROM DATABASE "{name}" TO shopmind_compact')
+        con.execute("DETACH shopmind_compact")
+    finally:
+        con.close()
+    before = os.stat(path)
+    try:
+        guard = duckdb.connect(str(path), read_only=True)
+    except (duckdb.IOException, duckdb.ConnectionException):
+        tmp.unlink(missing_ok=True)
+        return False
+    try:
+        after = os.stat(path)
+        if (before.st_ino, before.st_size, before.st_mtime_ns) != (after.st_ino, after.st_size, after.st_mtime_ns):
+            tmp.unlink(missing_ok=True)
+            return False
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, before.st_mode & 0o777)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        guard.close()
+    return True
 
 
 def purge_forgotten(store: Store, tombstones: Tombstones, dataset: str) -> dict[str, int]:

@@ -1,0 +1,74 @@
+"""Remove a user from the knowledge folder `<store>.knowledge/<dataset>/` that `shopmind mine` writes.
+
+Per-user files there: `ids.json` (its "users" list) and the row-aligned `users_tfidf.npz` (and any other
+`users*.npz` / `users*.npy` with one row per user). Everything else in the folder is per item. The other
+per-user knowledge lives in the store: the `user_profiles` table (removed by `Store.forget_user`, which
+covers every table with a user_id column); the embedding cache is keyed by text hash (item texts and
+keyword candidates), so it holds no row for a user.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..data.forget import replace_file
+
+
+def _drop_rows(path: Path, keep: np.ndarray) -> bool:
+    """Rewrite a per-user matrix without the rows not kept; False when its row count does not match."""
+    if path.suffix == ".npy":
+        arr = np.load(path, allow_pickle=False)
+        if arr.shape[:1] != keep.shape:
+            return False
+        buf = io.BytesIO()
+        np.save(buf, arr[keep])
+    else:
+        try:
+            m = sp.load_npz(path).tocsr()
+        except (ValueError, KeyError):
+            return False
+        if m.shape[0] != len(keep):
+            return False
+        buf = io.BytesIO()
+        sp.save_npz(buf, m[np.flatnonzero(keep)])
+    replace_file(path, lambda f: f.write(buf.getvalue()))
+    return True
+
+
+def forget_user(knowledge_dir: str | Path, user_ids: str | Sequence[str],
+                datasets: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+    """Remove the user (every stored form of the id: clear, hashed) from each dataset folder (all when
+    `datasets` is None); files are rewritten atomically. Returns {dataset: {file: rows removed}}."""
+    forms = {user_ids} if isinstance(user_ids, str) else set(user_ids)
+    root = Path(knowledge_dir)
+    out: dict[str, dict[str, int]] = {}
+    if not root.is_dir():
+        return out
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if datasets is not None and folder.name not in datasets:
+            continue
+        ids_path = folder / "ids.json"
+        if not ids_path.is_file():
+            continue
+        ids = json.loads(ids_path.read_text())
+        users = [str(u) for u in ids.get("users", [])]
+        keep = np.array([u not in forms for u in users], dtype=bool)
+        if keep.all():
+            continue
+        removed = int((~keep).sum())
+        done: dict[str, int] = {}
+        for path in sorted(folder.glob("users*.np[yz]")):
+            if _drop_rows(path, keep):
+                done[path.name] = removed
+        ids["users"] = [u for u, k in zip(users, keep) if k]
+        data = json.dumps(ids).encode()
+        replace_file(ids_path, lambda f, data=data: f.write(data))
+        done["ids.json"] = removed
+        out[folder.name] = done
+    return out
