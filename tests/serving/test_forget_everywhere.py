@@ -40,6 +40,15 @@ def _table_traces(store: Path, needles: list[str]) -> list[str]:
         con.close()
 
 
+def _quoted(store: Path, served, reviews: list[str]) -> list[str]:
+    """Knowledge-card snippets (store and artifact) that quote one of these reviews."""
+    con = duckdb.connect(str(store), read_only=True)
+    cards = [json.loads(c) for (c,) in con.execute("SELECT card FROM knowledge_cards").fetchall()] + served.cards
+    con.close()
+    snippets = [a["snippet"] for c in cards for k in ("positive_aspects", "negative_aspects") for a in c.get(k) or []]
+    return [s for s in snippets if s and any(s.rstrip("…").strip() in r for r in reviews)]
+
+
 def _traces(store: Path, needles: list[str]) -> list[str]:
     siblings = [p for p in store.parent.iterdir() if p.name.startswith(store.name)]
     return [t for p in siblings for t in _file_traces(p, needles)] + _table_traces(store, needles)
@@ -65,9 +74,12 @@ def test_forget_leaves_no_trace_and_survives_reingest_and_train(shop: dict, data
     con = duckdb.connect(str(store), read_only=True)
     user, n_events = con.execute("SELECT user_id, count(*) FROM events WHERE dataset = ? GROUP BY 1 "
                                  "ORDER BY 2 DESC, 1 LIMIT 1", [DATASET]).fetchall()[0]
+    reviews = [t for r in con.execute("SELECT review_text, summary FROM events WHERE user_id = ?", [user]).fetchall()
+               for t in r if t]
     con.close()
-    assert n_events >= 3
-    assert user in load(shop["artifact"]).histories
+    assert n_events >= 3 and reviews
+    before = load(shop["artifact"])
+    assert user in before.histories and _quoted(store, before, reviews)  # their reviews are quoted in cards
     assert user in json.loads((Path(str(store) + ".knowledge") / DATASET / "ids.json").read_text())["users"]
     assert _traces(store, [user])  # the check below can see the id where it is
 
@@ -75,6 +87,7 @@ def test_forget_leaves_no_trace_and_survives_reingest_and_train(shop: dict, data
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
     assert report["store"]["events"] == n_events and report["store"]["user_profiles"] == 1
+    assert report["store"]["knowledge_cards"] > 0
     assert report["store_compacted"] and report["artifacts"] == {str(shop["artifact"]): True}
     assert report["knowledge"][DATASET] == {"users_tfidf.npz": 1, "ids.json": 1}
     assert user not in r.stdout
@@ -82,6 +95,7 @@ def test_forget_leaves_no_trace_and_survives_reingest_and_train(shop: dict, data
     served = load(shop["artifact"])  # still loads, and recommends, without the user
     assert user not in served.histories and served.manifest["users"] == len(served.histories)
     assert served.pipeline.sources.data.user_index(user) is None
+    assert _quoted(store, served, reviews) == []
 
     r = runner.invoke(app, ["--store", str(store), "--data-dir", str(data_dir), "ingest", DATASET, "--json"], env=env)
     assert r.exit_code == 0, r.output
@@ -130,6 +144,7 @@ def test_hashed_ids_and_a_locked_store(tmp_path: Path) -> None:
             return report.to_json()
 
     first = ingest()
+    assert not settings.privacy_dir.exists()  # nobody forgotten: the registry is not even created
     assert first["rejected"] == 1 and first["forgotten"] == 0
     hashed = {u: hash_user_id(u, "pepper") for u in ("alice-7", "bob")}
     assert _table_traces(settings.store.path, [hashed["alice-7"]]) and _file_traces(settings.rejects_dir, ["alice-7"])

@@ -26,7 +26,7 @@ def load_key(folder: Path) -> bytes:
     """The registry's secret key (created once with mode 0600; atomic create-if-absent across processes)."""
     path = Path(folder) / KEY_FILE
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -46,19 +46,21 @@ class Tombstones:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        self._key = load_key(self.folder)
+        self._key: bytes | None = None  # read (or created) on first use: asking an empty registry creates nothing
         self.path = self.folder / LOG_FILE
         self._stat: tuple[int, int, int] | None = None
         self._scopes: dict[str, set[str | None]] = {}  # digest -> datasets (None: all)
 
     def digest(self, user_id: str) -> str:
         """HMAC-SHA256 of the user id under the registry key (hex); a plain Callable[[str], str]."""
+        if self._key is None:
+            self._key = load_key(self.folder)
         return hmac.new(self._key, str(user_id).encode("utf-8"), hashlib.sha256).hexdigest()
 
     def add(self, user_id: str, dataset: str | None = None) -> str:
         """Record that the user is forgotten (in one dataset, or all when None); returns the digest."""
         record = {"user": self.digest(user_id), "dataset": dataset, "at": int(time.time())}
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -100,6 +102,8 @@ class Tombstones:
     def is_forgotten(self, user_id: str, dataset: str | None = None) -> bool:
         """Whether the user is forgotten everywhere, or in `dataset` when one is given."""
         self._reload()
+        if not self._scopes:
+            return False
         scopes = self._scopes.get(self.digest(user_id))
         return bool(scopes) and (dataset is None or None in scopes or dataset in scopes)
 

@@ -266,3 +266,21 @@ def forget_tombstoned(folder: str | Path, tombstones: Tombstones, dataset: str) 
     if gone:
         forget_user(folder, gone[0], gone[1:])
     return len(gone)
+
+
+def scrub_review_snippets(folder: str | Path, texts: Sequence[str]) -> int:
+    """Blank the knowledge-card snippets in items.parquet quoted from `texts` (a forgotten user's reviews)."""
+    from ..knowledge.forget import scrub_card
+
+    path = Path(folder) / "items.parquet"
+    if not texts or not path.is_file():
+        return 0
+    items = pd.read_parquet(path)
+    cards = [json.loads(c) for c in items["card"]]
+    changed = [scrub_card(c, texts) for c in cards]
+    if any(changed):
+        items["card"] = [json.dumps(c) for c in cards]
+        buf = io.BytesIO()
+        items.to_parquet(buf, index=False)
+        replace_file(path, lambda f: f.write(buf.getvalue()))
+    return sum(changed)

@@ -15,6 +15,7 @@ from ..config import Settings
 from ..data.forget import compact_store, scrub_rejects_files
 from ..data.store import Store, StoreError, user_id_forms
 from ..data.tombstones import Tombstones
+from ..knowledge.forget import forget_reviews
 from ..knowledge.forget import forget_user as forget_in_knowledge
 from . import artifact
 
@@ -39,6 +40,7 @@ def forget_everywhere(settings: Settings, user_id: str, datasets: Sequence[str] 
     under <store>.artifacts/ (plus `artifacts`). `datasets`: only these (None: all). A store locked by
     another process is reported as "pending": the tombstone makes the next ingest or train purge it.
     `compact`: rebuild the store file afterwards so the deleted bytes are gone too (time ~ store size).
+    Knowledge-card snippets quoted from the user's reviews are blanked (store "knowledge_cards" count, artifacts).
     Returns {"tombstone": digest, "datasets": [...] | None, "store": {table: rows} | "pending" | "missing",
     "store_compacted": bool, "rejects_files": lines, "knowledge": {dataset: {file: rows}},
     "artifacts": {folder: bool}}."""
@@ -53,16 +55,19 @@ def forget_everywhere(settings: Settings, user_id: str, datasets: Sequence[str] 
             tombstones.add(form, scope)
     report: dict[str, Any] = {"tombstone": tombstones.digest(user_id), "datasets": list(datasets) if datasets else None}
     path = Path(settings.store.path)
+    texts: list[str] = []  # the user's reviews, read before the store forgets them (none when it is locked)
     report["store_compacted"] = False
     if not path.is_file():
         report["store"] = "missing"
     else:
         try:
             with Store(path) as store:
+                texts = _review_texts(store, forms, datasets)
                 totals: dict[str, int] = {}
                 for scope in scopes:
                     for table, n in store.forget_user(user_id, scope, salt).items():
                         totals[table] = totals.get(table, 0) + n
+                    totals["knowledge_cards"] = totals.get("knowledge_cards", 0) + forget_reviews(store, texts, scope)
                 report["store"] = totals
             report["store_compacted"] = compact and compact_store(path)
         except StoreError:
@@ -71,4 +76,15 @@ def forget_everywhere(settings: Settings, user_id: str, datasets: Sequence[str] 
     report["knowledge"] = forget_in_knowledge(settings.knowledge_dir, forms, datasets)
     report["artifacts"] = {str(folder): artifact.forget_user(folder, user_id, forms)
                            for folder in _artifact_folders(settings, datasets, [Path(a) for a in artifacts])}
+    for folder in report["artifacts"]:
+        artifact.scrub_review_snippets(folder, texts)
     return report
+
+
+def _review_texts(store: Store, forms: Sequence[str], datasets: Sequence[str] | None) -> list[str]:
+    """The user's review texts and summaries (knowledge cards may quote sentences of them)."""
+    rows = store.con.execute(
+        "SELECT review_text, summary FROM events WHERE user_id IN (SELECT unnest(?))"
+        + (" AND dataset IN (SELECT unnest(?))" if datasets else ""), [list(forms)] + ([list(datasets)] if datasets else [])
+    ).fetchall()
+    return [t for r in rows for t in r if t]
