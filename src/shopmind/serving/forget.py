@@ -69,9 +69,13 @@ def forget_everywhere(settings: Settings, user_id: str, datasets: Sequence[str] 
                         totals[table] = totals.get(table, 0) + n
                     totals["knowledge_cards"] = totals.get("knowledge_cards", 0) + forget_reviews(store, texts, scope)
                 report["store"] = totals
-            report["store_compacted"] = compact and compact_store(path)
         except StoreError:
             report["store"] = "pending"
+        if compact and report["store"] != "pending":
+            try:
+                report["store_compacted"] = compact_store(path)
+            except StoreError:  # taken by another process meanwhile: the next forget (or a rebuild) compacts
+                pass
     report["rejects_files"] = sum(scrub_rejects_files(settings.rejects_dir, forms, scope) for scope in scopes)
     report["knowledge"] = forget_in_knowledge(settings.knowledge_dir, forms, datasets)
     report["artifacts"] = {str(folder): artifact.forget_user(folder, user_id, forms)
