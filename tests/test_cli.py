@@ -16,7 +16,7 @@ from shopmind.cli import app
 runner = CliRunner()
 
 RUN_FIELDS = {"run_id", "dataset", "format", "source", "status", "rows_read", "counts", "rejected", "rejects_file",
-              "seconds", "rows_per_second"}
+              "forgotten", "seconds", "rows_per_second"}
 STATS_FIELDS = {"dataset", "events", "users", "interacted_items", "repeat_user_item_events", "items",
                 "items_with_title", "items_without_metadata", "user_profiles", "judgments", "queries",
                 "event_types", "density", "first_timestamp", "last_timestamp", "rejected_last_run", "expected",

@@ -834,6 +834,33 @@ def keys_rotate(name: str = typer.Argument(...),
     out.print(_guard(lambda: _keys().rotate(name, grace)))
 
 
+@app.command()
+def forget(
+    user: str = typer.Argument(..., help="The user id, as the source data (or the API) names them."),
+    datasets: list[str] = typer.Option([], "--dataset", "-d", help="Only in this dataset (repeatable; default: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was removed as JSON."),
+) -> None:
+    """Forget a user everywhere: a tombstone (keyed hash only) so no later ingest or train takes them back,
+    their rows in the store and rejects, the knowledge folder, and every artifact under <store>.artifacts/.
+    A running server also drops them from its event log and memory with DELETE /users/{id}."""
+    from .serving.forget import forget_everywhere
+
+    report = _guard(lambda: forget_everywhere(state.settings(), user, datasets or None))
+    if as_json:
+        _emit_json(report)
+        return
+    store = report["store"]
+    if store == "pending":
+        out.print("store: [yellow]locked by another process[/]; the next ingest or train removes the user")
+    else:
+        out.print(f"store: {store if store == 'missing' else ', '.join(f'{t} {n:,}' for t, n in store.items())}")
+    out.print(f"rejects files: {report['rejects_files']:,} lines")
+    for dataset, files in report["knowledge"].items():
+        out.print(f"knowledge {dataset}: " + ", ".join(f"{f} {n:,}" for f, n in files.items()))
+    for folder, found in report["artifacts"].items():
+        out.print(f"artifact {folder}: {'removed' if found else 'not in it'}")
+
+
 @contextmanager
 def _step_progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
     """A progress display for named steps: a bar when a step reports totals, a spinner line otherwise."""

@@ -110,6 +110,11 @@ class Settings(_Section):
         return self.serving.state_dir or self.store.path.with_name(self.store.path.name + ".serving")
 
     @property
+    def privacy_dir(self) -> Path:
+        """The tombstones of forgotten users and their key (next to the store, like state_dir)."""
+        return self.store.path.with_name(self.store.path.name + ".privacy")
+
+    @property
     def benchmarks_dir(self) -> Path:
         """Where `benchmark`, `evaluate-search` and `demo` write their results (next to the store)."""
         return self.store.path.with_name(self.store.path.name + ".benchmarks")
@@ -129,7 +134,8 @@ class Settings(_Section):
             d["ingest"]["user_id_salt"] = "***"
         d["derived"] = {"cache_dir": str(self.cache_dir), "rejects_dir": str(self.rejects_dir),
                         "knowledge_dir": str(self.knowledge_dir), "onnx_dir": str(self.onnx_dir),
-                        "state_dir": str(self.state_dir)}
+                        "state_dir": str(self.state_dir),
+                        "privacy_dir": str(self.privacy_dir)}
         return d
 
 

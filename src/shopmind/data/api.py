@@ -11,7 +11,9 @@ from ..config import Settings
 from .adapters import Adapter, Mapping, open_adapter
 from .ingest import Ingestor, IngestReport, ProgressFn, check_dataset_name
 from .registry import REGISTRY, DatasetError, DatasetSpec, resolve, sha256_of
+from .forget import purge_forgotten
 from .store import Store
+from .tombstones import Tombstones
 
 
 @dataclass
@@ -65,14 +67,21 @@ def ingest_source(store: Store, settings: Settings, source: Source, progress: Pr
     files = fingerprint(source.adapter)
     if not force and already_ingested(store, source.dataset, files):
         return None
-    salt = settings.ingest.user_id_salt if settings.ingest.hash_user_ids else None
+    salt = ingest_salt(settings)
     if settings.ingest.hash_user_ids and not salt:
         raise ValueError("ingest.hash_user_ids is on but no ingest.user_id_salt is set "
                          "(set SHOPMIND_INGEST_USER_ID_SALT)")
-    ingestor = Ingestor(store, source.dataset, chunk_size=settings.ingest.chunk_size,
-                        rejects_dir=settings.rejects_dir, user_id_salt=salt, progress=progress,
+    tombstones = Tombstones(settings.privacy_dir)
+    purge_forgotten(store, tombstones, source.dataset)  # forgets that found the store locked
+    ingestor = Ingestor(store, source.dataset, chunk_size=settings.ingest.chunk_size, rejects_dir=settings.rejects_dir,
+                        user_id_salt=salt, progress=progress, forgotten=tombstones.matcher(source.dataset),
                         allow_empty=allow_empty)
     return ingestor.run(source.adapter, files=files)
+
+
+def ingest_salt(settings: Settings) -> str | None:
+    """The salt ingest hashes user ids with (None when ingest.hash_user_ids is off)."""
+    return settings.ingest.user_id_salt if settings.ingest.hash_user_ids else None
 
 
 def stats_with_expected(store: Store, dataset: str) -> dict[str, Any]:

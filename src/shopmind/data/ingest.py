@@ -42,6 +42,7 @@ class IngestReport:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     rejected: int = 0
     rejects_file: str | None = None
+    forgotten: int = 0  # rows of forgotten users (tombstones) skipped: neither written nor kept as rejects
     seconds: float = 0.0
     rows_per_second: float = 0.0
 
@@ -94,7 +95,8 @@ class Ingestor:
     """Streams one adapter into the store under a dataset name."""
 
     def __init__(self, store: Store, dataset: str, *, chunk_size: int = 50_000, rejects_dir: Path | None = None,
-                 user_id_salt: str | None = None, progress: ProgressFn | None = None, allow_empty: bool = False) -> None:
+                 user_id_salt: str | None = None, progress: ProgressFn | None = None,
+                 forgotten: Callable[[str], bool] | None = None, allow_empty: bool = False) -> None:
         self.store = store
         self.allow_empty = allow_empty  # an input with no record at all is an error unless this is set
         self.dataset = check_dataset_name(dataset)
@@ -102,6 +104,8 @@ class Ingestor:
         self.rejects_dir = Path(rejects_dir) if rejects_dir else None
         self.salt = user_id_salt
         self.progress = progress
+        self.forgotten = forgotten  # tombstoned user ids (clear or as stored): their rows are skipped
+        self.skipped = 0
 
     def run(self, adapter: Adapter, source: str | None = None, files: list[dict[str, Any]] | None = None) -> IngestReport:
         """Ingest everything the adapter yields. `files` (path, bytes, sha256) is recorded with the run."""
@@ -171,6 +175,7 @@ class Ingestor:
             report.status, report.rows_read = status, rows_read
             report.counts = self._counts(counts)
             report.rejected = sum(c.get("rejected", 0) for c in report.counts.values())
+            report.forgotten = self.skipped
             report.rows_per_second = round(rows_read / report.seconds, 1) if report.seconds else 0.0
             report.rejects_file = str(rejects_path) if rejects_path and report.rejected else None
             self.store.finish_run(run_id, status, report.counts, rows_read, report.rejects_file, error)
@@ -184,6 +189,8 @@ class Ingestor:
     def _accept(self, row: Row, chunk: _Chunk, seen: dict[str, dict[str, tuple[str, int, str]]],
                 occurrences: Counter[str], reject: Callable[[Reject, str | None], None], run_id: int) -> None:
         kind = row.kind
+        if self._is_forgotten(row.data.get("user_id") if kind in ("event", "user") else None):
+            return
         model = RECORD_MODELS[kind]
         try:
             rec = model.model_validate(row.data)
@@ -193,6 +200,8 @@ class Ingestor:
             return
         if self.salt and isinstance(rec, (Event, User)):
             rec.user_id = hash_user_id(rec.user_id, self.salt)
+            if self._is_forgotten(rec.user_id):
+                return
         ds = self.dataset
         if isinstance(rec, Event):
             key = rec.event_id
@@ -235,6 +244,13 @@ class Ingestor:
             chunk.add("users", {"dataset": ds, "user_id": rec.user_id,
                                 "attributes": json.dumps(rec.attributes, ensure_ascii=False),
                                 "content_hash": digest, "run_id": run_id})
+
+    def _is_forgotten(self, user_id: Any) -> bool:
+        """Whether a row's user is tombstoned (then it is counted and dropped, its raw text kept nowhere)."""
+        if self.forgotten is None or user_id is None or not self.forgotten(str(user_id)):
+            return False
+        self.skipped += 1
+        return True
 
     @staticmethod
     def _duplicate(seen: dict[str, tuple[str, int, str]], key: str, row: Row, digest: str, kind: str,

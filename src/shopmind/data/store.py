@@ -7,6 +7,7 @@ in chunks, each in one transaction (see ingest.py): the store is consistent afte
 from __future__ import annotations
 
 import json
+import re
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any, Iterator
 
 import duckdb
 import pyarrow as pa
+
+from .schema import hash_user_id
 
 SCHEMA_VERSION = 1
 
@@ -57,6 +60,19 @@ COLUMNS: dict[str, list[str]] = {
     "users": ["dataset", "user_id", "attributes", "content_hash", "run_id"],
 }
 KEYS = {"items": "item_id", "events": "event_id", "judgments": "judgment_id", "users": "user_id"}
+
+
+def user_id_forms(user_id: str, salt: str | None = None) -> list[str]:
+    """The ids a user can have in the store: as given, and the keyed hash ingest writes when a salt is set."""
+    return [user_id] + ([hash_user_id(user_id, salt)] if salt else [])
+
+
+def names_user(text: str | None, user_id: str) -> bool:
+    """Whether `text` holds the id as a whole token (not inside a longer id): raw rejected lines are user data."""
+    if not text or not user_id:
+        return False
+    pattern = r"(?<![A-Za-z0-9_\-])" + re.escape(user_id) + r"(?![A-Za-z0-9_\-])"
+    return re.search(pattern, text) is not None
 
 
 class StoreError(RuntimeError):
@@ -168,6 +184,35 @@ class Store:
         if rejects:
             self.con.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?, ?, ?)",
                                  [[run_id, dataset, r["file"], r["line"], r["reason"], r["raw"]] for r in rejects])
+
+    # --- forgetting a user -------------------------------------------------------------------------------
+    def user_tables(self) -> list[str]:
+        """Every table with a user_id column (events, users, and derived ones such as user_profiles)."""
+        return [r[0] for r in self.con.execute(
+            "SELECT DISTINCT table_name FROM information_schema.columns WHERE column_name = 'user_id' "
+            "AND table_name <> 'rejects' ORDER BY 1").fetchall()]
+
+    def forget_user(self, user_id: str, dataset: str | None = None, salt: str | None = None) -> dict[str, int]:
+        """Delete the user's rows (in `dataset`, or every dataset) from every table with a user_id column,
+        and the rejects rows whose raw text or reason names the user, in one transaction. `salt`: the
+        ingest.user_id_salt, so the keyed hash ingest stored is removed too. Returns rows deleted per table."""
+        ids = user_id_forms(user_id, salt)
+        where = "user_id IN (SELECT unnest(?))" + (" AND dataset = ?" if dataset else "")
+        params: list[Any] = [ids] + ([dataset] if dataset else [])
+        counts: dict[str, int] = {}
+        with self.transaction():
+            for table in self.user_tables():
+                counts[table] = self.con.execute(f"DELETE FROM {table} WHERE {where}", params).fetchall()[0][0]
+            rowids = set()
+            for uid in ids:
+                cand = self.con.execute(
+                    "SELECT rowid, raw, reason FROM rejects WHERE (contains(raw, ?) OR contains(reason, ?))"
+                    + (" AND dataset = ?" if dataset else ""), [uid, uid] + ([dataset] if dataset else [])).fetchall()
+                rowids.update(r for r, raw, reason in cand if names_user(raw, uid) or names_user(reason, uid))
+            if rowids:
+                self.con.execute("DELETE FROM rejects WHERE rowid IN (SELECT unnest(?))", [sorted(rowids)])
+            counts["rejects"] = len(rowids)
+        return counts
 
     # --- reads -----------------------------------------------------------------------------------
     def datasets(self) -> list[str]:

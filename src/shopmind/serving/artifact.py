@@ -11,23 +11,27 @@ no store connection at run time (the store stays free for ingestion while a serv
     search.json        search tuning (BM25 k1/b, fusion weight) when judgments were learned from
     evaluation.{json,md}
 A folder is written as <dir>.tmp and renamed when complete, so a server never loads half an artifact.
+`forget_user` rewrites, file by file (atomically), every file that names a user.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..data.forget import purge_forgotten, replace_file
 from ..data.store import Store
+from ..data.tombstones import Tombstones
 from ..ranking.features import ItemInfo
 from ..ranking.pipeline import RankingPipeline
 from ..ranking.sources import Sources
@@ -172,12 +176,15 @@ def load(folder: str | Path) -> Artifact:
 def train(store: Store, settings: Any, dataset: str, folder: str | Path, sources: dict[str, dict[str, Any]] | None = None,
           protocol: str | None = None, on_step: Any = None) -> tuple[Path, dict[str, Any]]:
     """Train the pipeline on a dataset of the store (mined first when its item vectors are missing) and
-    save the artifact; returns (folder, training report). Settings: shopmind.config.Settings."""
+    save the artifact; returns (folder, training report). Settings: shopmind.config.Settings.
+    Rows of tombstoned users still in the store are deleted first: a forget that found the store locked by
+    another process (`store: "pending"`) is applied here, or by the next ingest, so no train learns from them."""
     from ..evaluation import protocols
     from ..knowledge.mine import Miner, item_vectors_for
     from ..ranking.train import train_pipeline
     from ..search.build import tuning_dir
 
+    purge_forgotten(store, Tombstones(settings.privacy_dir), dataset)
     knowledge = settings.knowledge_dir / dataset
     if not (knowledge / "item_vectors.npy").is_file():
         Miner(store, settings.knowledge, settings.knowledge_dir, onnx_dir=settings.onnx_dir).run(dataset)
@@ -190,5 +197,90 @@ def train(store: Store, settings: Any, dataset: str, folder: str | Path, sources
         search_tuning = {k: v for k, v in search_tuning.items() if k in ("k1", "b")}
     encoder = {"model": settings.knowledge.model, "max_length": settings.knowledge.max_length}
     report["encoder"] = encoder
-    return save(folder, pipeline, store, dataset, report, search_tuning, encoder), report
+    saved = save(folder, pipeline, store, dataset, report, search_tuning, encoder)
+    forget_tombstoned(saved, Tombstones(settings.privacy_dir), dataset)  # users forgotten while it trained
+    return saved, report
 
+
+
+def _rewrite_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    replace_file(path, lambda f: f.write(buf.getvalue()))
+
+
+def _forget_in_model(path: Path, forms: set[str]) -> int:
+    """Drop the users from one saved model's arrays.npz: its user id list, their sequences and every per-user
+    array (`user_*` with one row per user, e.g. ALS/BPR user_factors, LightGCN user_vectors)."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    users = arrays["user_ids"].astype(str)
+    keep = ~np.isin(users, list(forms))
+    if keep.all():
+        return 0
+    lengths = arrays["seq_lengths"]
+    arrays["seq_items"] = arrays["seq_items"][np.repeat(keep, lengths)]
+    arrays["seq_lengths"] = lengths[keep]
+    for name, arr in arrays.items():
+        if name.startswith("user") and arr.ndim and arr.shape[0] == len(users):
+            arrays[name] = arr[keep]
+    _rewrite_npz(path, arrays)
+    return int((~keep).sum())
+
+
+def forget_user(folder: str | Path, user_id: str, forms: Sequence[str] = ()) -> bool:
+    """Remove the user (and the other stored `forms` of the id, e.g. its ingest hash) from an artifact:
+    users.npz and every source model's user index, sequences and per-user arrays, each file rewritten
+    atomically; `load(folder)` still works. Returns whether anything named the user."""
+    folder, found = Path(folder), False
+    wanted = {user_id, *forms}
+    path = folder / "users.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            users, starts, rows, bought = z["users"].astype(str), z["starts"], z["rows"], z["bought"]
+        keep = ~np.isin(users, list(wanted))
+        if not keep.all():
+            found = True
+            per_row = np.repeat(keep, np.diff(starts))
+            lengths = np.diff(starts)[keep]
+            _rewrite_npz(path, {"users": users[keep], "starts": np.concatenate([[0], np.cumsum(lengths)]),
+                                "rows": rows[per_row], "bought": bought[per_row]})
+            manifest_path = folder / "manifest.json"
+            manifest = json.loads(manifest_path.read_text())
+            manifest.update(users=int(keep.sum()), events=int(per_row.sum()))
+            data = json.dumps(manifest, indent=1).encode()
+            replace_file(manifest_path, lambda f: f.write(data))
+    for model in sorted((folder / "sources").rglob("arrays.npz")):
+        found = _forget_in_model(model, wanted) > 0 or found
+    return found
+
+
+def forget_tombstoned(folder: str | Path, tombstones: Tombstones, dataset: str) -> int:
+    """Remove every tombstoned user from the artifact (found by the digest of the stored id); returns how many."""
+    wanted = tombstones.digests(dataset)
+    path = Path(folder) / "users.npz"
+    if not wanted or not path.is_file():
+        return 0
+    with np.load(path, allow_pickle=False) as z:
+        gone = [str(u) for u in z["users"] if tombstones.digest(str(u)) in wanted]
+    if gone:
+        forget_user(folder, gone[0], gone[1:])
+    return len(gone)
+
+
+def scrub_review_snippets(folder: str | Path, texts: Sequence[str]) -> int:
+    """Blank the knowledge-card snippets in items.parquet quoted from `texts` (a forgotten user's reviews)."""
+    from ..knowledge.forget import scrub_card
+
+    path = Path(folder) / "items.parquet"
+    if not texts or not path.is_file():
+        return 0
+    items = pd.read_parquet(path)
+    cards = [json.loads(c) for c in items["card"]]
+    changed = [scrub_card(c, texts) for c in cards]
+    if any(changed):
+        items["card"] = [json.dumps(c) for c in cards]
+        buf = io.BytesIO()
+        items.to_parquet(buf, index=False)
+        replace_file(path, lambda f: f.write(buf.getvalue()))
+    return sum(changed)
