@@ -841,8 +841,8 @@ def forget(
     as_json: bool = typer.Option(False, "--json", help="Print what was removed as JSON."),
 ) -> None:
     """Forget a user everywhere: a tombstone (keyed hash only) so no later ingest or train takes them back,
-    their rows in the store and rejects, the knowledge folder, and every artifact under <store>.artifacts/.
-    A running server also drops them from its event log and memory with DELETE /users/{id}."""
+    their rows in the store and rejects, the knowledge folder, every artifact under <store>.artifacts/ and
+    the serving event logs (a running server notices and rebuilds its state without them)."""
     from .serving.forget import forget_everywhere
 
     report = _guard(lambda: forget_everywhere(state.settings(), user, datasets or None))
@@ -859,6 +859,8 @@ def forget(
         out.print(f"knowledge {dataset}: " + ", ".join(f"{f} {n:,}" for f, n in files.items()))
     for folder, found in report["artifacts"].items():
         out.print(f"artifact {folder}: {'removed' if found else 'not in it'}")
+    for dataset, n in report["event_logs"].items():
+        out.print(f"serving event log {dataset}: {n:,} events removed")
 
 
 @contextmanager

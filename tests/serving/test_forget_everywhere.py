@@ -183,3 +183,38 @@ def _events_mapping():
     from shopmind.data.adapters import Mapping
 
     return Mapping(kind="events")
+
+
+def test_delete_through_the_api_reaches_log_store_knowledge_and_artifact(shop: dict) -> None:
+    """Finding 4 through the server: DELETE /users/{id} on a production server built as `shopmind serve`
+    builds it; afterwards no byte next to the store (event log and its tombstone included) and no table
+    holds the id, and a deleted event id posted again is refused."""
+    from fastapi.testclient import TestClient
+
+    from shopmind.config import load_settings
+    from shopmind.serving.auth import KeyStore
+    from shopmind.serving.server import _build_app, keys_path
+
+    store = shop["store"]
+    settings = load_settings(overrides={"store.path": str(store), "knowledge.onnx_dir":
+                                        shop["env"]["SHOPMIND_KNOWLEDGE_ONNX_DIR"]}, environ={})
+    admin = {"X-API-Key": KeyStore(keys_path(settings)).create("admin", ["admin"])}
+    con = duckdb.connect(str(store), read_only=True)
+    user, item = con.execute("SELECT user_id, any_value(item_id) FROM events WHERE dataset = ? GROUP BY 1 "
+                             "ORDER BY count(*) DESC, 1 LIMIT 1", [DATASET]).fetchall()[0]
+    con.close()
+    app = _build_app(shop["artifact"], settings)
+    with TestClient(app, raise_server_exceptions=False, headers=admin) as c:
+        posted = c.post("/events", json={"events": [{"event_id": f"live-{i}", "user_id": user, "item_id": item,
+                                                     "type": "view"} for i in range(3)]})
+        assert posted.json()["accepted"] == 3
+        assert c.get(f"/recommend/{user}").json()["history_size"] > 3
+        r = c.delete(f"/users/{user}")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["events_removed_from_log"] == 3 and body["store"]["events"] > 0 and body["artifacts"] >= 1
+        assert c.get(f"/recommend/{user}").json()["history_size"] == 0
+        again = c.post("/events", json={"event_id": "live-0", "user_id": "someone", "item_id": item, "type": "view"})
+        assert again.json() == {**again.json(), "accepted": 0, "duplicates": 1}  # a forgotten event id stays used
+        assert not _traces(store, [user, "live-1"]), _traces(store, [user, "live-1"])
+    app.state.holder.service.close()

@@ -214,10 +214,12 @@ class Edge:
 
 def create_app(service: Service, keys: KeyStore, settings: ServingSettings | None = None,
                loader: Callable[[str | None], Service] | None = None, secret: bytes | None = None,
-               results: dict[str, FilePath | None] | None = None) -> FastAPI:
+               results: dict[str, FilePath | None] | None = None,
+               forget: Callable[[str, FilePath], dict[str, Any]] | None = None) -> FastAPI:
     """The API over a service. loader(path) builds a new service for POST /admin/reload; secret signs
     shopper sessions (default: a fresh one); results maps storefront.SOURCES to the folders of result
-    files shown on the dashboard."""
+    files shown on the dashboard; forget(user, served artifact folder) removes a forgotten shopper from
+    what lies beyond the service (store, knowledge, artifacts; serving.forget.forget_everywhere)."""
     from . import storefront
 
     cfg = settings or ServingSettings()
@@ -236,7 +238,7 @@ def create_app(service: Service, keys: KeyStore, settings: ServingSettings | Non
     ctx = Ctx(holder, cfg, keys, secret or secrets.token_bytes(32),
               {k: (results or {}).get(k) for k in storefront.SOURCES}, metrics,
               ThreadPoolExecutor(max_workers=cpu_threads, thread_name_prefix="shopmind-cpu"),
-              ThreadPoolExecutor(max_workers=16, thread_name_prefix="shopmind-io"), make_limits(cfg))
+              ThreadPoolExecutor(max_workers=16, thread_name_prefix="shopmind-io"), make_limits(cfg), forget=forget)
     app = FastAPI(title="shopmind", version=str(service.artifact.manifest.get("shopmind", "")),
                   description="E-commerce search and recommendation with language-model knowledge. Mode: "
                               f"{cfg.mode}. Authentication and scopes: docs/security.md.")

@@ -89,6 +89,7 @@ class Ctx:
     cpu_pool: ThreadPoolExecutor
     io_pool: ThreadPoolExecutor
     limits: dict[str, RateLimiter] = field(default_factory=dict)
+    forget: Callable[[str, Path], dict[str, Any]] | None = None  # beyond the service: store, knowledge, artifacts
     reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def on_cpu(self, fn: Callable[..., Any], *args: Any) -> Any:

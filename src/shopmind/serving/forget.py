@@ -34,7 +34,8 @@ def _artifact_folders(settings: Settings, datasets: Sequence[str] | None, extra:
 
 
 def forget_everywhere(settings: Settings, user_id: str, datasets: Sequence[str] | None = None,
-                      artifacts: Sequence[str | Path] = (), compact: bool = True) -> dict[str, Any]:
+                      artifacts: Sequence[str | Path] = (), compact: bool = True,
+                      event_logs: bool = True) -> dict[str, Any]:
     """Record the tombstone, then remove the user (the id as given and, when ingest.user_id_salt is set, the
     keyed hash ingest stores) from the store, the rejects files, the knowledge folder and every artifact
     under <store>.artifacts/ (plus `artifacts`). `datasets`: only these (None: all). A store locked by
@@ -43,7 +44,9 @@ def forget_everywhere(settings: Settings, user_id: str, datasets: Sequence[str] 
     Knowledge-card snippets quoted from the user's reviews are blanked (store "knowledge_cards" count, artifacts).
     Returns {"tombstone": digest, "datasets": [...] | None, "store": {table: rows} | "pending" | "missing",
     "store_compacted": bool, "rejects_files": lines, "knowledge": {dataset: {file: rows}},
-    "artifacts": {folder: bool}}."""
+    "artifacts": {folder: bool}, "event_logs": {dataset: events removed}}. `event_logs`: also erase the user
+    from the serving event logs in serving.state_dir (running servers see the rewrite and rebuild their
+    state; the server's own DELETE /users/{id} has done its log already and passes False)."""
     if not user_id or not str(user_id).strip():
         raise ValueError("give the id of the user to forget")
     salt = settings.ingest.user_id_salt  # set when ids were (or may have been) hashed at ingest
@@ -82,7 +85,25 @@ def forget_everywhere(settings: Settings, user_id: str, datasets: Sequence[str] 
                            for folder in _artifact_folders(settings, datasets, [Path(a) for a in artifacts])}
     for folder in report["artifacts"]:
         artifact.scrub_review_snippets(folder, texts)
+    report["event_logs"] = _forget_in_event_logs(settings.state_dir, user_id, datasets) if event_logs else {}
     return report
+
+
+def _forget_in_event_logs(state_dir: Path, user_id: str, datasets: Sequence[str] | None) -> dict[str, int]:
+    """Erase the user from each dataset's serving event log (a hashed tombstone stays in it)."""
+    from .eventlog import EventLog
+
+    out: dict[str, int] = {}
+    if not Path(state_dir).is_dir():
+        return out
+    for folder in sorted(p for p in Path(state_dir).iterdir() if (p / "events.jsonl").is_file()):
+        if datasets is None or folder.name in datasets:
+            log = EventLog(folder)
+            try:
+                out[folder.name] = log.forget(user_id)
+            finally:
+                log.close()
+    return out
 
 
 def _review_texts(store: Store, forms: Sequence[str], datasets: Sequence[str] | None) -> list[str]:

@@ -72,8 +72,13 @@ def _build_app(folder: str | Path, settings: Settings) -> Any:
     bench = settings.serving.results_dir or (Path("bench/results") if Path("bench/results").is_dir() else None)
     from .sessions import load_secret
 
+    from .forget import forget_everywhere
+
+    def forget(user: str, folder: Path) -> dict[str, Any]:
+        return forget_everywhere(settings, user, [service.artifact.dataset], [folder], event_logs=False)
+
     return create_app(service, keys, settings.serving, loader, secret=load_secret(settings.state_dir),
-                      results={"local": settings.benchmarks_dir, "bench": bench})
+                      results={"local": settings.benchmarks_dir, "bench": bench}, forget=forget)
 
 
 def _configure_logging() -> None:

@@ -1,6 +1,7 @@
 """Shoppers: minting sessions (the shop's backend, scope session) and forgetting a shopper (scope admin)."""
 
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -11,6 +12,8 @@ from ...config import ServingSettings
 from .. import sessions
 from ..deps import BODY, GUARDED, CtxDep, Id, Principal, errors, ok, require
 from .events import TEXT
+
+log = logging.getLogger("shopmind.serving")
 
 
 class SessionIn(BaseModel):
@@ -47,7 +50,16 @@ def router(cfg: ServingSettings) -> APIRouter:
 
         def forget_now() -> dict[str, Any]:
             with holder.guard.exclusive():
-                return holder.service.forget(user_id)
+                out = holder.service.forget(user_id)
+            if ctx.forget is not None:  # outside the guard: event writes need not wait for the store
+                try:
+                    beyond = ctx.forget(user_id, holder.service.artifact.folder)
+                    out.update(store=beyond["store"], artifacts=sum(beyond["artifacts"].values()),
+                               knowledge={d: sum(f.values()) for d, f in beyond["knowledge"].items()})
+                except Exception:  # the log and memory are done; the tombstone makes ingest and train finish it
+                    log.exception("forgetting beyond the serving state failed")
+                    out["store"] = "pending"
+            return out
 
         return ok(await ctx.on_io(forget_now))
 
