@@ -130,7 +130,7 @@ async def _load(port: int, key: str, users: list[str], items: list[str], queries
             t = due if rate > 0 else time.perf_counter()
             due += rng.expovariate(rate / clients) if rate > 0 else 0.0
             try:
-                status, _ = await conn.request(method, path, body, auth if body else "")
+                status, _ = await conn.request(method, path, body, auth)
             except (OSError, asyncio.IncompleteReadError) as e:
                 errors[f"{kind}: {type(e).__name__}"] = errors.get(f"{kind}: {type(e).__name__}", 0) + 1
                 conn = Conn(port)
@@ -165,13 +165,13 @@ async def _freshness(port: int, key: str, items: list[str], probes: int = 200) -
     delays, stale = [], 0
     for i in range(probes):
         user = f"fresh-{i % 20}"
-        _, before = await conn.request("GET", f"/recommend/{user}?k=5")
+        _, before = await conn.request("GET", f"/recommend/{user}?k=5", b"", f"X-API-Key: {key}\r\n")
         seen = json.loads(before)["events_seen"]
         ev = json.dumps({"event_id": f"fresh-{i}-{time.time()}", "user_id": user, "item_id": items[i % len(items)],
                          "type": "click"}).encode()
         status, _ = await conn.request("POST", "/events", ev, f"X-API-Key: {key}\r\n")
         t_ack = time.perf_counter()
-        _, after = await conn.request("GET", f"/recommend/{user}?k=5")
+        _, after = await conn.request("GET", f"/recommend/{user}?k=5", b"", f"X-API-Key: {key}\r\n")
         delays.append((time.perf_counter() - t_ack) * 1e3)
         stale += int(json.loads(after)["events_seen"] != seen + 1)
     a = np.array(delays)
@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     manifest = art.manifest
     del art
     with tempfile.TemporaryDirectory(prefix="shopmind-serve-") as tmp:
-        key = KeyStore(Path(tmp) / "api_keys.json").create("bench", "write")
+        # The shop's backend in production mode: reads with the private parts (events_seen), and writes.
+        key = KeyStore(Path(tmp) / "api_keys.json").create("bench", ["read_private", "write"])
         port = _free_port()
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "SHOPMIND_SERVING_STATE_DIR": tmp}
         t_start = time.perf_counter()
@@ -259,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                                             args.rate))
             print("  serving: closed loop for 30 s (capacity)", file=sys.stderr)
             capacity = asyncio.run(_load(port, key, users, items, queries, args.clients, 30.0, proc.pid, 0.0))
-            health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())
+            health = json.loads(urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{port}/stats", headers={"X-API-Key": key}), timeout=5).read())
             print("  serving: freshness probes", file=sys.stderr)
             fresh = asyncio.run(_freshness(port, key, items))
         finally:

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="shopmind-store-") as tmp:
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "SHOPMIND_SERVING_STATE_DIR": tmp}
         proc = subprocess.Popen([sys.executable, "-m", "shopmind.cli", "--store", str(Path(tmp) / "unused.duckdb"),
-                                 "serve", str(args.artifact), "--port", str(args.port)], env=env,
+                                 "serve", str(args.artifact), "--port", str(args.port), "--mode", "demo"], env=env,
                                 stderr=subprocess.PIPE)
         url = f"http://127.0.0.1:{args.port}/"
         try:

@@ -35,7 +35,7 @@ def server(served: dict, tmp_path_factory: pytest.TempPathFactory):
     state = tmp_path_factory.mktemp("e2e-state")
     env = {**os.environ, **served["env"], "SHOPMIND_SERVING_STATE_DIR": str(state), "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.Popen([sys.executable, "-m", "shopmind.cli", "--store", str(served["store"]), "serve",
-                             str(served["artifact"]), "--port", str(port)], env=env,
+                             str(served["artifact"]), "--port", str(port), "--mode", "demo"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120

@@ -6,8 +6,6 @@ limits with 429 and Retry-After (issue 13, findings 1 and 2)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -181,13 +179,8 @@ def test_demo_mode_is_the_open_storefront(served: dict, tmp_path: Path) -> None:
                       headers={"X-Session": token}).status_code == 200
 
 
-def _limited(served: dict, state: Path, **limits: object) -> Callable[[], TestClient]:
-    app, keys, _ = _app(served, state, **limits)
-    return app, keys
-
-
 def test_rate_limits_answer_429_with_retry_after(served: dict, tmp_path: Path) -> None:
-    app, keys = _limited(served, tmp_path, session_requests_per_s=1, session_events_per_s=2, key_requests_per_s=2,
+    app, keys, _ = _app(served, tmp_path, session_requests_per_s=1, session_events_per_s=2, key_requests_per_s=2,
                          burst_s=3)
     backend = {"X-API-Key": keys.create("backend", ["session", "read"])}
     with TestClient(app, raise_server_exceptions=False) as c:
@@ -209,3 +202,14 @@ def test_rate_limits_answer_429_with_retry_after(served: dict, tmp_path: Path) -
         over = c.post("/events", json=batch, headers=s)
         assert over.status_code == 429 and "too many events" in over.json()["detail"]
         assert int(over.headers["retry-after"]) >= 1
+
+
+def test_demo_mode_listens_on_loopback_only(settings_for) -> None:
+    from shopmind.serving.server import check_mode
+
+    demo = settings_for(**{"serving.mode": "demo"})
+    check_mode(demo, "127.0.0.1")
+    with pytest.raises(ValueError, match="loopback"):
+        check_mode(demo, "0.0.0.0")
+    check_mode(settings_for(**{"serving.mode": "demo", "serving.demo_public": True}), "0.0.0.0")
+    check_mode(settings_for(), "0.0.0.0")  # production may listen anywhere
