@@ -204,6 +204,13 @@ def test_rate_limits_answer_429_with_retry_after(served: dict, tmp_path: Path) -
         assert int(over.headers["retry-after"]) >= 1
 
 
+def test_guessing_keys_is_rate_limited_by_address(served: dict, tmp_path: Path) -> None:
+    app, _, _ = _app(served, tmp_path, anonymous_requests_per_s=2, burst_s=2)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        codes = [c.get("/stats", headers={"X-API-Key": f"sm_guess{i}"}).status_code for i in range(8)]
+        assert codes[:4] == [401] * 4 and codes[-1] == 429
+
+
 def test_demo_mode_listens_on_loopback_only(settings_for) -> None:
     from shopmind.serving.server import check_mode
 

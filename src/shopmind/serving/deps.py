@@ -154,6 +154,19 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+def _refuse(request: Request, ctx: Ctx, kind: str, detail: str) -> HTTPException:
+    """A refused credential, charged to the caller's address like an anonymous request, so that guessing
+    keys or sessions is rate-limited too (429 once the address's bucket is empty)."""
+    ctx.metrics.auth_failures.labels(kind).inc()
+    host = request.client.host if request.client else "unknown"
+    try:
+        ctx.limits["anonymous"].take(f"anonymous:{host}")
+    except Limited as e:
+        ctx.metrics.limited.labels("anonymous").inc()
+        return HTTPException(429, str(e), headers={"Retry-After": str(e.retry_after)})
+    return _unauthorized(detail)
+
+
 async def principal(request: Request, ctx: CtxDep, key: Annotated[str | None, Depends(_key_header)] = None,
                     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
                     session: Annotated[str | None, Depends(_session_header)] = None) -> Principal:
@@ -162,20 +175,17 @@ async def principal(request: Request, ctx: CtxDep, key: Annotated[str | None, De
     given = key or (bearer.credentials if bearer is not None else None)
     raw = request.headers.get("authorization")
     if raw and bearer is None:  # an Authorization header that is not "Bearer <key>", whatever else came along
-        ctx.metrics.auth_failures.labels("key").inc()
-        raise _unauthorized("the Authorization header must be 'Bearer <API key>'")
+        raise _refuse(request, ctx, "key", "the Authorization header must be 'Bearer <API key>'")
     if given is not None:
         who = ctx.keys.identify(given)
         if who is None:
-            ctx.metrics.auth_failures.labels("key").inc()
-            raise _unauthorized("invalid or revoked API key")
+            raise _refuse(request, ctx, "key", "invalid or revoked API key")
         p = Principal("key", who[0], who[1])
         bucket = "key"
     elif session is not None:
         s = sessions.verify(ctx.secret, session)
         if s is None or (s.key is not None and not ctx.keys.exists(s.key)) or (s.key is None and ctx.cfg.mode != "demo"):
-            ctx.metrics.auth_failures.labels("session").inc()
-            raise _unauthorized("invalid, expired or revoked session")
+            raise _refuse(request, ctx, "session", "invalid, expired or revoked session")
         p = Principal("session", s.user, SESSION_SCOPES, s.user)
         bucket = "session"
     else:
