@@ -11,6 +11,7 @@ trace (the trace goes to the server log). Who may call what: docs/security.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path as FilePath
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -295,17 +296,26 @@ def create_app(service: Service, keys: KeyStore, settings: ServingSettings | Non
 
     service.on_control = on_control
 
+    stopping = threading.Event()
+
     def follow() -> None:
         """Follow the shared log (and the key file) between requests too, so an idle worker still applies
-        other workers' events, reload records and key revocations within a fraction of a second."""
-        while True:
-            time.sleep(0.2)
+        other workers' events, reload records and key revocations within a fraction of a second. Ends with
+        the app (lifespan shutdown)."""
+        while not stopping.wait(0.2):
             try:
                 holder.service.sync()
                 keys.watch()
             except Exception:  # never let the follower die; the next request syncs anyway
-                log.exception("following the event log failed")
+                if not stopping.is_set():
+                    log.exception("following the event log failed")
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        stopping.set()
+
+    app.router.lifespan_context = lifespan
     threading.Thread(target=follow, name="shopmind-log-follower", daemon=True).start()
 
     def openapi_with_examples() -> dict[str, Any]:
