@@ -42,6 +42,7 @@ class Code:
         self.store = work / "s.duckdb"
         self.state = work / "state"
         self.artifact = Path(str(self.store) + ".artifacts") / DATASET
+        self.revocable = ""
 
     def env(self, **extra: str) -> dict[str, str]:
         return {**os.environ, "PYTHONPATH": str(self.src), "SHOPMIND_CONFIG": "", "OMP_WAIT_POLICY": "PASSIVE",
@@ -141,8 +142,7 @@ def f2_private_reads(code: Code, srv: Server, admin: str) -> tuple[bool, str]:
 
 
 def f3_revocation(code: Code, srv: Server, admin: str) -> tuple[bool, str]:
-    key = code.key("soon-revoked", "write")
-    time.sleep(1.5)
+    key = code.revocable  # created before the server started
     ev = {"user_id": "rev", "item_id": "x", "type": "view"}
     before = httpx.post(srv.url + "/events", json=ev, headers={"X-API-Key": key}).status_code
     r = code.cli("keys", "revoke", "soon-revoked")
@@ -303,6 +303,7 @@ PROBES: list[tuple[str, str, Callable[..., tuple[bool, str]]]] = [
 def run(code: Code, template: Path) -> list[dict[str, Any]]:
     shutil.copytree(template, code.work, dirs_exist_ok=True)
     admin = code.key("admin", "admin")
+    code.revocable = code.key("soon-revoked", "write")
     out = []
     srv = Server(code)
     assert not srv.error, srv.error
