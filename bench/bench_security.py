@@ -12,6 +12,7 @@ Writes bench/results/security.{json,md}. Needs SHOPMIND_DATA_DIR (amazon2018-gif
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -103,10 +105,20 @@ def _busiest_user(store: Path) -> tuple[str, str]:
         con.close()
 
 
+def _holds(data: bytes, raw: list[bytes]) -> bool:
+    if any(n in data for n in raw):
+        return True
+    if data[:4] == b"PK\x03\x04":  # npz: look inside every member, compressed or not
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            return any(_holds(z.read(name), raw) for name in z.namelist())
+    return False
+
+
 def _bytes_hold(folder: Path, needle: str) -> list[str]:
-    raw = needle.encode()
+    """Files holding the needle in UTF-8, UTF-16 or UTF-32 (numpy's strings), also inside npz members."""
+    raw = [needle.encode(enc) for enc in ("utf-8", "utf-16-le", "utf-32-le")]
     files = [folder] if folder.is_file() else [p for p in folder.rglob("*") if p.is_file()]
-    return [str(p.relative_to(folder.parent)) for p in files if raw in p.read_bytes()]
+    return [str(p.relative_to(folder.parent)) for p in files if _holds(p.read_bytes(), raw)]
 
 
 # -- the probes: each returns (vulnerable, what was seen) --------------------------------------------------
