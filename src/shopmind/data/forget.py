@@ -12,16 +12,9 @@ from typing import IO, Callable, Sequence
 
 import duckdb
 
+from ..fsutil import fsync_dir
 from .store import Store, StoreError, names_user
 from .tombstones import Tombstones
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def replace_file(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:

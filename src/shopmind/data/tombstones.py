@@ -13,32 +13,19 @@ import hashlib
 import hmac
 import json
 import os
-import secrets
 import time
 from pathlib import Path
 from typing import Callable
+
+from ..fsutil import secret_key
 
 KEY_FILE = "tombstones.key"
 LOG_FILE = "tombstones.jsonl"
 
 
 def load_key(folder: Path) -> bytes:
-    """The registry's secret key (created once with mode 0600; atomic create-if-absent across processes)."""
-    path = Path(folder) / KEY_FILE
-    if not path.is_file():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)  # two processes creating it together agree on one key
-        except FileExistsError:
-            pass
-        tmp.unlink()
-    return bytes.fromhex(path.read_text().strip())
+    """The registry's secret key (created once, mode 0600, in a folder of mode 0700)."""
+    return secret_key(Path(folder) / KEY_FILE, folder_mode=0o700)
 
 
 class Tombstones:

@@ -36,12 +36,13 @@ import hmac
 import json
 import logging
 import os
-import secrets
 import struct
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
+
+from ..fsutil import fsync_dir, secret_key
 
 log = logging.getLogger("shopmind.serving.eventlog")
 
@@ -52,14 +53,6 @@ class EventLogError(RuntimeError):
     """The log could not be written (disk full, permissions): the events were not acknowledged."""
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _encode(record: dict[str, Any]) -> bytes:
     return json.dumps(record, separators=(",", ":"), default=str).encode() + b"\n"
 
@@ -67,22 +60,7 @@ def _encode(record: dict[str, Any]) -> bytes:
 def hmac_digest(folder: str | Path) -> Callable[[str], str]:
     """HMAC-SHA256 (hex) under a random key kept in `folder/forget.key` (created once, owner-only; two
     processes starting together agree on one key)."""
-    path = Path(folder) / KEY_FILE
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)  # atomic create-if-absent
-            _fsync_dir(path.parent)
-        except FileExistsError:
-            pass
-        tmp.unlink()
-    key = bytes.fromhex(path.read_text().strip())
+    key = secret_key(Path(folder) / KEY_FILE)
 
     def digest(value: str) -> str:
         return hmac.new(key, str(value).encode(), hashlib.sha256).hexdigest()
@@ -215,7 +193,7 @@ class EventLog:
         if hasattr(self, "_file"):
             self._file.close()
         os.replace(tmp, self.path)
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
         self._open()
         self._publish(self._offset)
 
@@ -223,7 +201,7 @@ class EventLog:
         """Cut a torn last line (an unacknowledged write interrupted by a crash). Called under LOCK_EX."""
         if not self.path.exists():
             self.path.touch()
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
             return
         size = self.path.stat().st_size
         with open(self.path, "rb") as f:
@@ -293,7 +271,7 @@ class EventLog:
         finally:
             os.close(fd)
         if created:
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
 
     def _count_quarantined(self) -> int:
         try:
@@ -587,7 +565,7 @@ class EventLog:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.quarantine_path)
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
         self.quarantined = len(kept)
 
     def close(self) -> None:

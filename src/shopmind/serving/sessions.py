@@ -14,11 +14,11 @@ import base64
 import hashlib
 import hmac
 import json
-import os
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..fsutil import secret_key
 
 MAX_TOKEN = 1000  # characters; a token is far shorter
 
@@ -32,19 +32,7 @@ class Session:
 
 def load_secret(state_dir: Path) -> bytes:
     """The session secret (created once, owner-only)."""
-    path = Path(state_dir) / "storefront.secret"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-        try:
-            os.link(tmp, path)  # atomic create-if-absent: two workers starting together agree on one secret
-        except FileExistsError:
-            pass
-        tmp.unlink()
-    return bytes.fromhex(path.read_text().strip())
+    return secret_key(Path(state_dir) / "storefront.secret")
 
 
 def _b64(data: bytes) -> str:
