@@ -245,8 +245,6 @@ def create_app(service: Service, keys: KeyStore, settings: ServingSettings | Non
                               f"{cfg.mode}. Authentication and scopes: docs/security.md.")
     app.state.ctx = ctx
     app.state.holder = holder
-    app.state.window = metrics.window
-    app.state.pools = (ctx.cpu_pool, ctx.io_pool)
     app.add_middleware(Edge, metrics=metrics, body_timeout_s=cfg.body_timeout_s)
 
     @app.exception_handler(RequestValidationError)
@@ -314,6 +312,8 @@ def create_app(service: Service, keys: KeyStore, settings: ServingSettings | Non
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         stopping.set()
+        for pool in (ctx.cpu_pool, ctx.io_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
 
     app.router.lifespan_context = lifespan
     threading.Thread(target=follow, name="shopmind-log-follower", daemon=True).start()
