@@ -1,4 +1,5 @@
-"""The embedded DuckDB store: items, events, judgments, users, ingest runs and rejects, per dataset.
+"""The embedded DuckDB store: items, events, judgments, users, ingest runs and rejects, per dataset; and the
+serving-log shipper's checkpoints (`ship_checkpoints`, `ship_forgets`: see serving/shipper.py).
 
 Every table is keyed by (dataset, id), so one store holds many datasets without id clashes. Writes come
 in chunks, each in one transaction (see ingest.py): the store is consistent after a crash at any point.
@@ -48,6 +49,12 @@ CREATE TABLE IF NOT EXISTS ingest_runs (
     rows_read BIGINT DEFAULT 0, counts JSON, rejects_file VARCHAR, error VARCHAR);
 CREATE TABLE IF NOT EXISTS rejects (
     run_id BIGINT NOT NULL, dataset VARCHAR NOT NULL, file VARCHAR, line BIGINT, reason VARCHAR, raw VARCHAR);
+CREATE TABLE IF NOT EXISTS ship_checkpoints (
+    dataset VARCHAR PRIMARY KEY, log_path VARCHAR NOT NULL, log_inode BIGINT NOT NULL, log_offset BIGINT NOT NULL,
+    tail VARCHAR NOT NULL, shipped BIGINT NOT NULL DEFAULT 0, run_id BIGINT, updated_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS ship_forgets (
+    dataset VARCHAR NOT NULL, record VARCHAR NOT NULL, removed BIGINT, applied_at TIMESTAMP,
+    PRIMARY KEY (dataset, record));
 """
 
 # Columns written per table, in order (the staging Arrow tables follow these).
