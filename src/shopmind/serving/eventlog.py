@@ -68,7 +68,7 @@ def hmac_digest(folder: str | Path) -> Callable[[str], str]:
     return digest
 
 
-def _parse(line: bytes, required: Sequence[str]) -> tuple[dict[str, Any] | None, str | None]:
+def parse_line(line: bytes, required: Sequence[str]) -> tuple[dict[str, Any] | None, str | None]:
     """(record, None) for a readable record, else (None, why not)."""
     try:
         record = json.loads(line)
@@ -241,7 +241,7 @@ class EventLog:
             if not line.strip():
                 changed = True
                 continue
-            record, reason = _parse(line, self.required)
+            record, reason = parse_line(line, self.required)
             if record is None:
                 log.error("event log %s, line %d (byte %d): unreadable record moved to %s: %s",
                           self.path, number, offset, self.quarantine_path.name, reason)
@@ -313,7 +313,7 @@ class EventLog:
         with open(self.path, "rb") as f:
             for line in f:
                 if line.endswith(b"\n") and line.strip():
-                    record, _ = _parse(line, self.required)
+                    record, _ = parse_line(line, self.required)
                     if record is not None:
                         yield record
 
@@ -359,7 +359,7 @@ class EventLog:
         for offset, _, line in self._lines(data):
             if not line.strip():
                 continue
-            record, reason = _parse(line, self.required)
+            record, reason = parse_line(line, self.required)
             if record is None:
                 self.skipped += 1
                 log.error("event log %s, byte %d: skipped an unreadable record (%s); it is quarantined at the "
@@ -508,7 +508,7 @@ class EventLog:
             for offset, number, line in self._lines(data):
                 if not line.strip():
                     continue
-                record, reason = _parse(line, self.required)
+                record, reason = parse_line(line, self.required)
                 if record is None:  # another process's unreadable record (skipped when read): quarantine it now
                     log.error("event log %s, line %d (byte %d): unreadable record moved to %s: %s",
                               self.path, number, offset, self.quarantine_path.name, reason)

@@ -53,7 +53,7 @@ from ..data.forget import purge_forgotten
 from ..data.schema import hash_user_id
 from ..data.store import COLUMNS, Store, StoreError
 from ..data.tombstones import Tombstones
-from .eventlog import _parse, hmac_digest
+from .eventlog import hmac_digest, parse_line
 
 log = logging.getLogger("shopmind.serving.shipper")
 
@@ -246,7 +246,7 @@ class Shipper:
         for line in lines:
             if not line.strip():
                 continue
-            record, _why = _parse(line, ("user_id", "type"))
+            record, _why = parse_line(line, ("user_id", "type"))
             if record is None:
                 counts["skipped_unreadable"] += 1
                 continue
