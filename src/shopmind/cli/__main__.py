@@ -1,0 +1,5 @@
+"""`python -m shopmind.cli`: run the command line."""
+
+from . import app
+
+app()
