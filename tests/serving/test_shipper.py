@@ -218,3 +218,22 @@ def test_ship_and_forget_everywhere_together(tmp_path: Path, settings_for) -> No
         assert users(store) == {"u0", "u2"} and len(stored(store)) == 21
         assert {r["status"] for r in store.runs(DS)} == {"shipped"}
     log.close()
+
+
+def test_ship_events_command(tmp_path: Path) -> None:
+    """`shopmind ship-events DATASET`: one pass, totals as JSON; a second pass ships nothing."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from shopmind.cli import app
+
+    store = tmp_path / "s.duckdb"
+    log = write_log(Path(str(store) + ".serving"), [ev(i) for i in range(25)])
+    runner = CliRunner()
+    r = runner.invoke(app, ["--store", str(store), "ship-events", DS, "--json"], env={"SHOPMIND_CONFIG": ""})
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["shipped"] == 25
+    again = runner.invoke(app, ["--store", str(store), "ship-events", DS], env={"SHOPMIND_CONFIG": ""})
+    assert again.exit_code == 0 and "0 events shipped" in again.stdout and "lag 0 records" in again.stdout
+    log.close()

@@ -47,7 +47,7 @@ def show_config(as_json: bool = typer.Option(False, "--json", help="Print as JSO
 
 
 # The command modules register their commands on `app` when imported; this order is the order of `--help`.
-from . import data, demo, knowledge, evaluate, serving  # noqa: E402,F401  (isort: skip)
+from . import data, demo, knowledge, evaluate, serving, loop  # noqa: E402,F401  (isort: skip)
 from .demo import _write_demo_record  # noqa: E402  (tests/serving/test_storefront.py)
 
 __all__ = ["app", "err", "out", "state", "_write_demo_record"]

@@ -32,7 +32,7 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 _USER_ERRORS: tuple[type[BaseException], ...] = (ShopmindError, ValueError, OSError)
 _LAZY_USER_ERRORS = (("shopmind.config", "ConfigError"), ("shopmind.data.adapters.base", "FormatError"),
                      ("shopmind.data.registry", "DatasetError"), ("shopmind.data.store", "StoreError"),
-                     ("shopmind.data.splits", "SplitError"))
+                     ("shopmind.data.splits", "SplitError"), ("shopmind.serving.artifact", "ArtifactError"))
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
