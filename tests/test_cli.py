@@ -104,3 +104,18 @@ def test_console_script_runs(tmp_path: Path) -> None:
                        text=True, env={**os.environ, "SHOPMIND_CONFIG": ""}, timeout=60)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["store"]["path"] == str(tmp_path / "s.duckdb")
+
+
+def test_progress_goes_to_a_log_as_plain_lines(tmp_path, data_dir) -> None:
+    """Output to a file or a pipe (no terminal): progress comes as timestamped plain lines, not nothing."""
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "SHOPMIND_CONFIG": "", "SHOPMIND_PROGRESS_EVERY": "1"}
+    r = subprocess.run([sys.executable, "-m", "shopmind.cli", "--store", str(tmp_path / "s.duckdb"), "--data-dir",
+                        str(data_dir), "ingest", "homedepot"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("[")]
+    assert any("ingest homedepot: started" in ln for ln in lines)
+    assert any("ingest homedepot: finished" in ln and "rows" in ln for ln in lines)
+    assert all("\x1b[" not in ln for ln in lines)  # no terminal escapes in a log

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
@@ -14,7 +17,6 @@ from rich.console import Console
 from ..errors import ShopmindError
 
 if TYPE_CHECKING:  # the data and config modules pull in pydantic, duckdb, pyarrow, pandas: imported where used
-    from rich.progress import Progress
 
     from ..config import Settings
     from ..data.adapters import Mapping
@@ -75,7 +77,84 @@ def _artifact_dir(settings: Settings, dataset: str) -> Path:
     return settings.store.path.with_name(settings.store.path.name + ".artifacts") / dataset
 
 
-def _progress() -> Progress:
+PLAIN_EVERY_S = float(os.environ.get("SHOPMIND_PROGRESS_EVERY", "10"))  # a plain progress line at least this often
+
+
+class _Plain:
+    """Progress as plain lines on stderr, for logs and pipes where rich draws nothing until the end: a line
+    when something starts or changes, and a heartbeat every PLAIN_EVERY_S seconds, so a long step is never
+    silent in a log file."""
+
+    def __init__(self, text: str = "") -> None:
+        self.t0 = time.monotonic()
+        self.text = text
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._printed = 0.0
+
+    def line(self, text: str | None = None) -> None:
+        with self._lock:
+            if text is not None:
+                self.text = text
+            self._printed = time.monotonic()
+            err.print(f"[{self._printed - self.t0:6.0f} s] {self.text}", highlight=False, markup=False, soft_wrap=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(1.0):
+            if time.monotonic() - self._printed >= PLAIN_EVERY_S:
+                self.line()
+
+    def __enter__(self) -> "_Plain":
+        if self.text:
+            self.line()
+        threading.Thread(target=self._beat, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+
+class _PlainStatus(_Plain):
+    """rich's `Console.status` as plain lines."""
+
+    def update(self, text: str) -> None:
+        if text != self.text:
+            self.line(text)
+
+
+def status(text: str) -> Any:
+    """A spinner on a terminal; plain timestamped lines (with a heartbeat) in a log or a pipe."""
+    return err.status(text) if err.is_terminal else _PlainStatus(text)
+
+
+class _PlainProgress(_Plain):
+    """The part of rich's Progress the commands use, as plain lines: each task's rows, done and total."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: dict[int, dict[str, Any]] = {}
+
+    def add_task(self, description: str, total: float | None = None, **fields: Any) -> int:
+        self.fields[len(self.fields)] = {"description": description, "total": total, "completed": 0, **fields}
+        self.line(f"{description}: started")
+        return len(self.fields) - 1
+
+    def update(self, task: int, **changes: Any) -> None:
+        self.fields[task].update(changes)
+        f = self.fields[task]
+        rows = f" · {f['rows']:,} rows" if "rows" in f else ""
+        share = f" · {100 * f['completed'] / f['total']:.0f} %" if f.get("total") else ""
+        self.text = f"{f['description']}{rows}{share}"
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__()
+        for f in self.fields.values():
+            self.line(f"{f['description']}: finished" + (f" · {f['rows']:,} rows" if "rows" in f else ""))
+
+
+def _progress() -> Any:
+    if not err.is_terminal:
+        return _PlainProgress()
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
@@ -102,9 +181,9 @@ def _run_ingest(store: Store, settings: Settings, target: str, *, fmt: str | Non
                 quiet: bool = False, allow_empty: bool = False) -> IngestReport | None:
     from ..data.api import ingest_source, open_source
 
-    with err.status(f"looking for {target} …") as status:
+    with status(f"looking for {target} …") as looking:
         source = open_source(settings, target, fmt, name, mapping, encoding,
-                             lambda file: status.update(f"downloading {file} (sha256 checked) …"))
+                             lambda file: looking.update(f"downloading {file} (sha256 checked) …"))
     with _progress() if not quiet else _NullProgress() as progress:
         task = progress.add_task(f"ingest {source.dataset}", total=None, rows=0)
 
@@ -120,6 +199,17 @@ def _step_progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
     """A progress display for named steps: a bar when a step reports totals, a spinner line otherwise."""
     if quiet:
         yield lambda name, done, total: None
+        return
+    if not err.is_terminal:
+        with _Plain() as plain:
+            def plain_step(name: str, done: int, total: int) -> None:
+                text = f"{name}: {done:,}/{total:,}" if total else name
+                if not plain.text.startswith(name):  # a new step: say so at once
+                    plain.line(text)
+                plain.text = text
+
+            yield plain_step
+            plain.line("done")
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

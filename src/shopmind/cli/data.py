@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 from rich.table import Table
 
-from .common import _emit_json, _guard, _run_ingest, app, err, out, state
+from .common import _emit_json, _guard, _run_ingest, app, out, state, status
 from .render import _print_report, _stats_table
 
 if TYPE_CHECKING:
@@ -156,9 +156,9 @@ def fetch_dataset(
             if folder is None:
                 if not settings.data.allow_download:
                     raise DatasetError(f"{name}: not found locally and downloads are off")
-                with err.status(f"downloading {name} …") as status:
+                with status(f"downloading {name} …") as shown:
                     folder = fetch(spec, settings.cache_dir,
-                                   on_file=lambda f: status.update(f"downloading {f} (sha256 checked) …"))
+                                   on_file=lambda f: shown.update(f"downloading {f} (sha256 checked) …"))
             results.append({"name": name, "path": str(folder), "files": verify(folder, spec)})
         return results
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.table import Table
 
-from .common import _artifact_dir, _emit_json, _guard, _run_ingest, _step_progress, app, err, out, state
+from .common import _artifact_dir, _emit_json, _guard, _run_ingest, _step_progress, app, err, out, state, status
 from .render import _print_mining, _stats_table
 
 if TYPE_CHECKING:
@@ -170,9 +170,9 @@ def _demo_train_and_search(store: Store, settings: Settings, names: list[str], q
                 err.print(f"[bold]train {DEMO_SERVE}[/] artifact newer than the data, reused ({folder})")
         else:
             t = time.perf_counter()
-            with err.status(f"train {DEMO_SERVE} …") as status:
+            with status(f"train {DEMO_SERVE} …") as shown:
                 _, report = artifact.train(store, settings, DEMO_SERVE, folder,
-                                           on_step=lambda m: status.update(f"train {DEMO_SERVE}: {m}"))
+                                           on_step=lambda m: shown.update(f"train {DEMO_SERVE}: {m}"))
             r = report["results"]
             steps.append({"step": f"train {DEMO_SERVE}", "status": "done", "seconds": round(time.perf_counter() - t, 1)})
             if not quiet:
@@ -188,9 +188,9 @@ def _demo_train_and_search(store: Store, settings: Settings, names: list[str], q
             t = time.perf_counter()
             with _step_progress(quiet=quiet) as on_step:
                 engine, _ = load_engine(store, settings, "homedepot", on_step=on_step)
-            with err.status("evaluate-search homedepot …") as status:
+            with status("evaluate-search homedepot …") as shown:
                 result = search_eval.run(store, engine, "homedepot",
-                                         on_step=lambda m: status.update(f"evaluate-search homedepot: {m}"))
+                                         on_step=lambda m: shown.update(f"evaluate-search homedepot: {m}"))
             save_tuning(engine, settings, "homedepot")
             search_eval.write(result, settings.benchmarks_dir)
             steps.append({"step": "evaluate-search homedepot", "status": "done",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 from rich.table import Table
 
-from .common import _emit_json, _guard, _run_ingest, _step_progress, app, err, out, state
+from .common import _emit_json, _guard, _run_ingest, _step_progress, app, out, state, status
 
 if TYPE_CHECKING:
     from ..data.store import Store
@@ -49,10 +49,10 @@ def benchmark(
 
         vectors = item_vectors_for(settings.knowledge_dir / dataset, proto.full.item_ids)
         folder = out_dir or settings.benchmarks_dir
-        with err.status("benchmark …") as status:
+        with status("benchmark …") as shown:
             result = runner.run(proto, names, grid=grid, item_vectors=vectors, log_dir=folder / "runs" / dataset,
                                 cold_share=cold_share,
-                                on_step=lambda msg: status.update(f"benchmark {dataset}: {msg}"))
+                                on_step=lambda msg: shown.update(f"benchmark {dataset}: {msg}"))
         spec = REGISTRY.get(dataset)
         result["dataset"] = dataset
         result["published"] = spec.published if spec and spec.published_protocol == proto.name else {}
@@ -164,9 +164,9 @@ def evaluate_search(
             if finetune_steps:
                 def finetune(eng: Any, train: Any) -> dict[str, Any]:
                     return finetune_encoder(store, settings, dataset, eng, train, steps=finetune_steps)
-            with err.status("evaluate-search …") as status:
+            with status("evaluate-search …") as shown:
                 result = search_eval.run(store, engine, dataset, extra, finetune=finetune,
-                                         on_step=lambda msg: status.update(f"evaluate-search {dataset}: {msg}"))
+                                         on_step=lambda msg: shown.update(f"evaluate-search {dataset}: {msg}"))
         result["engine"] = report
         result["seconds"]["total"] = round(time.perf_counter() - t0, 1)
         folder = out_dir or settings.benchmarks_dir

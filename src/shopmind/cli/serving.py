@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from .common import _artifact_dir, _emit_json, _guard, _run_ingest, app, err, out, state
+from .common import _artifact_dir, _emit_json, _guard, _run_ingest, app, err, out, state, status
 
 @app.command()
 def train(
@@ -34,9 +34,9 @@ def train(
         with Store(settings.store.path) as store:
             if dataset not in store.datasets():
                 _run_ingest(store, settings, dataset, quiet=as_json)
-            with err.status("train …") as status:
+            with status("train …") as shown:
                 path, report = artifact.train(store, settings, dataset, out_dir or _artifact_dir(settings, dataset),
-                                              config, protocol, on_step=lambda m: status.update(f"train {dataset}: {m}"))
+                                              config, protocol, on_step=lambda m: shown.update(f"train {dataset}: {m}"))
         report["artifact"] = str(path)
         report["seconds"]["wall"] = round(time.perf_counter() - t0, 1)
         report["markdown"] = markdown(report)
