@@ -49,6 +49,8 @@ bench: install
 	$(BIN)/python bench/bench_serving.py
 	$(BIN)/python bench/bench_storefront.py
 	$(BIN)/python bench/bench_demo.py
+	$(BIN)/python bench/bench_cli_startup.py
+	$(BIN)/python bench/bench_security.py --before 6683b81
 
 clean:
 	rm -rf $(VENV) shopmind.duckdb shopmind.duckdb.wal shopmind.rejects .pytest_cache
