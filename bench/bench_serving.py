@@ -166,14 +166,14 @@ async def _freshness(port: int, key: str, items: list[str], probes: int = 200) -
     for i in range(probes):
         user = f"fresh-{i % 20}"
         _, before = await conn.request("GET", f"/recommend/{user}?k=5", b"", f"X-API-Key: {key}\r\n")
-        seen = json.loads(before)["events_seen"]
+        seen = json.loads(before).get("events_seen", -1)
         ev = json.dumps({"event_id": f"fresh-{i}-{time.time()}", "user_id": user, "item_id": items[i % len(items)],
                          "type": "click"}).encode()
         status, _ = await conn.request("POST", "/events", ev, f"X-API-Key: {key}\r\n")
         t_ack = time.perf_counter()
         _, after = await conn.request("GET", f"/recommend/{user}?k=5", b"", f"X-API-Key: {key}\r\n")
         delays.append((time.perf_counter() - t_ack) * 1e3)
-        stale += int(json.loads(after)["events_seen"] != seen + 1)
+        stale += int(json.loads(after).get("events_seen") != seen + 1)  # an error reply counts as stale
     a = np.array(delays)
     return {"probes": probes, "stale_responses": stale, "p50_ms": round(float(np.percentile(a, 50)), 2),
             "p99_ms": round(float(np.percentile(a, 99)), 2), "max_ms": round(float(a.max()), 2)}
@@ -236,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         # The shop's backend in production mode: reads with the private parts (events_seen), and writes.
         key = KeyStore(Path(tmp) / "api_keys.json").create("bench", ["read_private", "write"])
         port = _free_port()
-        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "SHOPMIND_SERVING_STATE_DIR": tmp}
+        # One key stands in for a whole shop's backend, so its rate limits are raised far above the load: the
+        # buckets still run on every request (their cost is measured), but never refuse one.
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "SHOPMIND_SERVING_STATE_DIR": tmp,
+               "SHOPMIND_SERVING_KEY_REQUESTS_PER_S": "1000000", "SHOPMIND_SERVING_KEY_EVENTS_PER_S": "1000000"}
         t_start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "shopmind.cli", "--store", str(Path(tmp) / "unused.duckdb"), "serve",
                                  str(args.artifact), "--port", str(port), "--workers", str(args.workers)],
