@@ -23,7 +23,7 @@ from ..data.store import Store
 class Cases:
     """Users to evaluate: their index, the history the model sees, and the held-out target item."""
 
-    users: np.ndarray
+    users: np.ndarray | None  # None: the models fold the history in (no user index)
     histories: list[np.ndarray]
     targets: np.ndarray
 

@@ -103,7 +103,7 @@ class RankingPipeline:
         rows_all, x_all, y_all, z_all = [], [], [], []
         for s in range(0, len(cases.targets), batch):
             hist = cases.histories[s:s + batch]
-            scores = self.sources.score(hist, cases.users[s:s + batch])
+            scores = self.sources.score(hist, None if cases.users is None else cases.users[s:s + batch])
             for j, (h, t) in enumerate(zip(hist, cases.targets[s:s + batch])):
                 one = {n: v[j] for n, v in scores.items()}
                 blocked = None
@@ -173,11 +173,11 @@ class RankingPipeline:
         for s in range(0, len(cases.targets), batch):
             hist = cases.histories[s:s + batch]
             targets = cases.targets[s:s + batch]
-            scores = self.sources.score(hist, cases.users[s:s + batch])
+            scores = self.sources.score(hist, None if cases.users is None else cases.users[s:s + batch])
             masks = [np.setdiff1d(h, [t]) for h, t in zip(hist, targets)] if mask_history else None
             for n, v in scores.items():
                 ranks[n].append(M.target_ranks(v, targets, masks, keep_top=10)[0])
-            sub = Cases(cases.users[s:s + batch], hist, targets)
+            sub = Cases(None if cases.users is None else cases.users[s:s + batch], hist, targets)
             rows, x, y, z = self._rows_for(sub, mask_history)
             x_all = np.vstack(x) if x else np.zeros((0, len(self.feature_names)), np.float32)
             pred = np.asarray(self.ranker.predict(x_all), np.float64) if self.ranker is not None and len(x_all) else None

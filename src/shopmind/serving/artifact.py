@@ -39,6 +39,7 @@ from ..search.catalog import Catalog
 from ..search.ltr import LTRRanker
 
 FORMAT = 1
+LOG_FORMAT = "serving-log"  # the ingest-run format of events shipped from the serving log (serving/shipper.py)
 PURCHASE_TYPES = ("purchase",)
 
 
@@ -81,9 +82,10 @@ def _catalog_frame(store: Store, dataset: str, item_ids: np.ndarray) -> tuple[pd
 
 
 def save(folder: str | Path, pipeline: RankingPipeline, store: Store, dataset: str, report: dict[str, Any],
-         search_tuning: dict[str, Any] | None = None, encoder: dict[str, Any] | None = None) -> Path:
+         search_tuning: dict[str, Any] | None = None, encoder: dict[str, Any] | None = None,
+         extra: dict[str, Any] | None = None) -> Path:
     """Write the artifact. encoder: the model (and max_length) the item vectors came from, so that the
-    server encodes queries with the same one."""
+    server encodes queries with the same one; extra: more manifest entries (e.g. the trainer's run)."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
@@ -107,8 +109,12 @@ def save(folder: str | Path, pipeline: RankingPipeline, store: Store, dataset: s
              first_seen=info.first_seen, reference_time=np.array([info.reference_time]), vectors=info.vectors,
              g_data=groups.data, g_indices=groups.indices, g_indptr=groups.indptr, g_shape=np.array(groups.shape))
     index = {str(i): r for r, i in enumerate(data.item_ids)}
+    # The served base histories leave out events that came from the serving log (shipped by the shipper):
+    # the server replays its whole log on top of them at start, so they would count twice.
     events = store.table("SELECT user_id, item_id, type FROM events WHERE dataset = ? AND item_id IS NOT NULL "
-                         "ORDER BY user_id, timestamp NULLS FIRST, seq NULLS FIRST, event_id", [dataset])
+                         "AND run_id NOT IN (SELECT run_id FROM ingest_runs WHERE format = ?) AND type <> 'impression' "
+                         "ORDER BY user_id, timestamp NULLS FIRST, seq NULLS FIRST, event_id", [dataset, LOG_FORMAT])
+    newest = store.con.execute("SELECT max(timestamp), count(*) FROM events WHERE dataset = ?", [dataset]).fetchone()
     events = events[events["item_id"].astype(str).isin(index)]
     rows = events["item_id"].astype(str).map(index).to_numpy(np.int64)
     users, starts = np.unique(events["user_id"].astype(str).to_numpy(), return_index=True)
@@ -119,15 +125,19 @@ def save(folder: str | Path, pipeline: RankingPipeline, store: Store, dataset: s
     (tmp / "evaluation.json").write_text(json.dumps(report, indent=1, default=str))
     from ..ranking.train import markdown
 
-    (tmp / "evaluation.md").write_text(markdown(report))
+    if report.get("results") and "dataset" in report:  # a trainer's cheap run has no offline test table
+        (tmp / "evaluation.md").write_text(markdown(report))
     from .. import __version__
 
     manifest = {"format": FORMAT, "dataset": dataset, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "shopmind": __version__, "items": int(len(data.item_ids)), "users": int(len(users)),
                 "events": int(len(events)), "event_types": {str(k): int(v) for k, v in events["type"].value_counts().items()},
+                "through": {"newest": newest[0].replace(tzinfo=timezone.utc).timestamp() if newest[0] else None,
+                            "store_events": int(newest[1])},  # what the store held when it was saved
                 "sources": pipeline.sources.names, "ranker": pipeline.ranker is not None,
                 "summary": {n: {k: round(v, 4) for k, v in r.items() if k in ("recall@10", "ndcg@10", "recall@50")}
                             for n, r in report.get("results", {}).items()}}
+    manifest.update(extra or {})
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     if folder.exists():
         old = folder.with_name(folder.name + f".old-{int(time.time())}")

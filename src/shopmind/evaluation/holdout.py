@@ -1,0 +1,127 @@
+"""The trainer's hold-out: the newest events judge a retrained model against the served one.
+
+A live shop's question is not a benchmark's ("does the model predict each user's last item?") but "does a
+model retrained on what happened since predict what happens next better than the one serving now?". So:
+
+- every event of the dataset, in global time order (events without a timestamp, e.g. an ingested
+  benchmark sequence, count as older than every timestamped one; then seq, then event id);
+- the **slice** is the newest `share` of the events that are newer than the served artifact's training
+  data (`since`, unix seconds), so the served model has never seen any of it;
+- a **case** is one user with an event in the slice and at least one event before it: the target is their
+  first slice item, the history everything they did before the slice (what serving would know online);
+- the candidate is fitted on everything before the slice (its ranker on each user's last pre-slice event,
+  leave-one-out) and both models rank the full catalog for every case, without the user's history items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..data.interactions import Interactions
+from ..data.store import Store
+from .protocols import Cases, Protocol, item_group_labels
+
+
+NOT_INTERACTIONS = ("impression",)  # shown, not chosen: never a training signal nor a target
+
+
+@dataclass
+class Slice:
+    start: float  # unix seconds: events at or after it are held out
+    events: int  # events in the slice
+    new_events: int  # events newer than `since`
+
+
+def events_frame(store: Store, dataset: str) -> pd.DataFrame:
+    """Every item interaction (not impressions) of the dataset with a global order key `t` (unix seconds; -inf
+    without a timestamp), sorted by (t, seq, event_id)."""
+    df = store.table("SELECT user_id, item_id, type, value, timestamp, seq, event_id FROM events "
+                     "WHERE dataset = ? AND item_id IS NOT NULL AND type NOT IN (SELECT unnest(?))",
+                     [dataset, list(NOT_INTERACTIONS)])
+    ts = pd.to_datetime(df["timestamp"])
+    df["t"] = np.array([-np.inf if pd.isna(x) else x.timestamp() for x in ts], np.float64)
+    df["seq"] = df["seq"].fillna(0)
+    return df.sort_values(["t", "seq", "event_id"], kind="stable").reset_index(drop=True)
+
+
+def newest_time(frame: pd.DataFrame) -> float | None:
+    """The newest event time in the frame (None when no event has a timestamp)."""
+    t = frame["t"].to_numpy()
+    t = t[np.isfinite(t)]
+    return float(t.max()) if len(t) else None
+
+
+def choose_slice(frame: pd.DataFrame, since: float | None, share: float = 0.5, max_events: int = 50_000
+                 ) -> Slice | None:
+    """The newest `share` (at most `max_events`) of the events newer than `since`; None when there are none.
+    The cut is a timestamp, so events with the same time fall on one side."""
+    t = frame["t"].to_numpy()
+    new = t > (since if since is not None else -np.inf)
+    new &= np.isfinite(t)
+    n_new = int(new.sum())
+    if not n_new:
+        return None
+    newest = np.sort(t[new])
+    take = max(1, min(max_events, int(round(n_new * share))))
+    start = float(newest[-take])
+    return Slice(start, int((t >= start).sum()), n_new)
+
+
+def recent_protocol(store: Store, dataset: str, frame: pd.DataFrame, cut: Slice, max_cases: int = 5000,
+                    seed: int = 0) -> Protocol:
+    """A Protocol for `ranking.train.train_pipeline`: `full` = events before the slice, `train` = `full`
+    without each user's last event, `valid` = those last events (leave-one-out, for early stopping and the
+    ranker), `test` = the slice cases (at most `max_cases`, a seeded sample). Histories mask in the ranking."""
+    catalog = [r[0] for r in store.con.execute("SELECT item_id FROM items WHERE dataset = ?", [dataset]).fetchall()]
+    before = frame[frame["t"] < cut.start].copy()
+    after = frame[frame["t"] >= cut.start]
+    last = before.groupby("user_id").cumcount(ascending=False) == 0
+    multi = before.groupby("user_id")["item_id"].transform("size") >= 2
+    before["split"] = np.where(last & multi, "valid", "train")
+    order = ["t", "seq", "event_id"]
+    full = Interactions.from_frame(before, set(catalog) | set(frame["item_id"].astype(str)), order)
+    train = Interactions.from_frame(before[before["split"] == "train"], full.item_ids, order)
+    groups = item_group_labels(store, dataset, full.item_ids)
+    full.with_groups(groups)
+    train.with_groups(groups)
+    valid = _cases(before[before["split"] == "valid"], train)
+    first = after.drop_duplicates("user_id", keep="first")
+    test = _cases(first, full, max_cases, seed)
+    split_frame = pd.concat([before, after.assign(split="test")], ignore_index=True)
+    split_frame["timestamp"] = pd.to_datetime(split_frame["timestamp"])
+    return Protocol("recent", True, train, valid, full, test, split_frame)
+
+
+def _cases(rows: pd.DataFrame, base: Interactions, max_cases: int | None = None, seed: int = 0) -> Cases:
+    """Cases of these (user, target) rows against `base`: users `base` knows with a non-empty history."""
+    users, hist, targets = [], [], []
+    for user, item in zip(rows["user_id"].astype(str), rows["item_id"].astype(str)):
+        u, i = base.user_index(user), base.item_index(item)
+        if u is None or i is None or not len(base.sequences[u]):
+            continue
+        users.append(u)
+        hist.append(base.sequences[u])
+        targets.append(i)
+    if max_cases is not None and len(users) > max_cases:
+        pick = np.sort(np.random.default_rng(seed).choice(len(users), max_cases, replace=False))
+        users, hist, targets = [users[i] for i in pick], [hist[i] for i in pick], [targets[i] for i in pick]
+    return Cases(np.array(users, np.int64), hist, np.array(targets, np.int64))
+
+
+def remap(cases: Cases, source: np.ndarray, target: np.ndarray) -> tuple[Cases, np.ndarray]:
+    """The cases in another model's item index (`source`/`target`: item ids by row): unknown history items
+    are dropped; returns (cases whose target the other model knows, their positions in `cases`)."""
+    index = {str(i): r for r, i in enumerate(target)}
+    to = np.array([index.get(str(i), -1) for i in source], np.int64)
+    keep, hist, targets = [], [], []
+    for n, (h, t) in enumerate(zip(cases.histories, cases.targets)):
+        mapped = to[h]
+        if to[t] < 0:
+            continue
+        keep.append(n)
+        hist.append(mapped[mapped >= 0])
+        targets.append(to[t])
+    return Cases(None, hist, np.array(targets, np.int64)), np.array(keep, np.int64)

@@ -1,0 +1,166 @@
+"""The trainer role on a real served artifact (Amazon gift cards): it ships, retrains, gates, promotes with a
+reload record, and a failure anywhere leaves the served artifact as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shopmind.config import load_settings
+from shopmind.data.store import Store
+from shopmind.serving import artifact as A
+from shopmind.serving.eventlog import EventLog
+from shopmind.serving.trainer import Trainer, TrainerConfig
+
+DATASET = "amazon2018-giftcards"
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def shop(served: dict, tmp_path: Path) -> dict:
+    """A copy of the served store, artifact and mined knowledge, with settings pointing at them."""
+    store = tmp_path / "s.duckdb"
+    shutil.copy(served["store"], store)
+    knowledge = Path(str(served["store"]) + ".knowledge")
+    shutil.copytree(knowledge, Path(str(store) + ".knowledge"))
+    art = tmp_path / "artifact"
+    shutil.copytree(served["artifact"], art)
+    settings = load_settings(overrides={"store.path": store, "serving.state_dir": tmp_path / "state",
+                                        "knowledge.onnx_dir": served["env"]["SHOPMIND_KNOWLEDGE_ONNX_DIR"]},
+                             environ={})
+    return {"settings": settings, "artifact": art, "store": store, "served_artifact": served["artifact"]}
+
+
+def _post_new_events(settings, n: int = 600, seed: int = 0) -> list[dict]:
+    """Real (user, item) pairs of the dataset logged again as new events after the newest stored one, as a
+    server would log them (acknowledged and published)."""
+    with Store(settings.store.path) as s:
+        ev = s.table("SELECT user_id, item_id FROM events WHERE dataset = ? AND item_id IS NOT NULL", [DATASET])
+        newest = s.con.execute("SELECT max(timestamp) FROM events WHERE dataset = ?", [DATASET]).fetchone()[0]
+    rng = np.random.default_rng(seed)
+    pick = ev.iloc[rng.choice(len(ev), n, replace=False)]
+    t0 = newest.timestamp() + 86400
+    records = [{"event_id": f"new-{seed}-{k}", "user_id": str(r.user_id), "item_id": str(r.item_id), "type": "view",
+                "timestamp": t0 + k * 60.0, "received": time.time()} for k, r in enumerate(pick.itertuples())]
+    log = EventLog(settings.state_dir / DATASET, required=("user_id", "type"))
+    try:
+        log.append(records)
+    finally:
+        log.close()
+    return records
+
+
+def _reloads(settings) -> list[dict]:
+    text = (settings.state_dir / DATASET / "events.jsonl").read_text()
+    return [r for r in map(json.loads, text.splitlines()) if r.get("kind") == "reload"]
+
+
+def test_cheap_run_ships_judges_and_promotes_with_a_reload_record(shop):
+    settings, art = shop["settings"], shop["artifact"]
+    before = json.loads((art / "manifest.json").read_text())
+    posted = _post_new_events(settings)
+    t = Trainer(settings, DATASET, art, TrainerConfig(gate="point", margin=1.0, min_cases=5, every_s=3600))
+    result = t.tick()  # ships, sees 600 new events: fewer than every_events (1000), and not an hour yet
+    assert result is None and t.status.pending_events == len(posted)
+    t.config.every_events = 100
+    result = t.tick()
+    assert result["kind"] == "cheap" and result["outcome"] == "promoted", result
+    assert result["cases"] >= 5 and 0 <= result["candidate"]["ndcg@10"] <= 1 and "ci_low" in result["difference"]
+    after = json.loads((art / "manifest.json").read_text())
+    assert after["trainer"]["kind"] == "cheap" and after["created"] >= before["created"]
+    assert after["through"]["newest"] == pytest.approx(posted[-1]["timestamp"], abs=1)
+    assert _reloads(settings)[-1]["artifact"] == str(art.resolve())
+    status = json.loads((settings.state_dir / DATASET / "trainer.json").read_text())
+    assert status["promotions"] == 1 and status["last"]["outcome"] == "promoted" and status["state"] == "idle"
+    # the promoted artifact loads, and its base histories leave the shipped events to the log's replay
+    loaded = A.load(art)
+    n_base = sum(len(h) for h in loaded.histories.values())
+    with Store(settings.store.path) as s:
+        shipped = s.con.execute("SELECT count(*) FROM events WHERE dataset = ? AND event_id LIKE 'new-%'",
+                                [DATASET]).fetchone()[0]
+    assert shipped == len(posted)
+    assert n_base == before["events"]
+    # the refitted popularity source learned the new events: rescaled to the old total, the items of the
+    # posted events gained share
+    old_pop = A.load(shop["served_artifact"]).pipeline.sources.models["pop"].popularity
+    new_pop = loaded.pipeline.sources.models["pop"].popularity
+    assert new_pop.sum() == pytest.approx(old_pop.sum(), rel=1e-6)
+    rows = [loaded.catalog.index[e["item_id"]] for e in posted]
+    assert new_pop[rows].sum() > old_pop[rows].sum()
+    # nothing new since: no run
+    assert t.tick() is None
+
+
+def test_a_worse_candidate_is_rejected_and_the_served_artifact_kept(shop, monkeypatch):
+    settings, art = shop["settings"], shop["artifact"]
+    _post_new_events(settings)
+    digest = _digest(art)
+    t = Trainer(settings, DATASET, art, TrainerConfig(every_events=1, min_cases=5))
+
+    def worse(store, frame, served):  # the served pipeline without its ranker, on popularity alone
+        p = served.pipeline
+        from shopmind.ranking.pipeline import RankingPipeline
+
+        return RankingPipeline(p.sources, p.info, None, blend={"pop": 1.0}, per_source=p.per_source, depth=p.depth)
+
+    monkeypatch.setattr(t, "_fit_cheap", worse)
+    result = t.tick()
+    assert result["outcome"] == "rejected", result
+    assert result["candidate"]["ndcg@10"] < result["serving"]["ndcg@10"]
+    assert _digest(art) == digest and not _reloads(settings)
+    assert json.loads((settings.state_dir / DATASET / "trainer.json").read_text())["promotions"] == 0
+
+
+@pytest.mark.parametrize("where", ["fit", "save", "load"])
+def test_a_failed_training_leaves_the_served_artifact_untouched(shop, monkeypatch, where):
+    settings, art = shop["settings"], shop["artifact"]
+    _post_new_events(settings)
+    digest = _digest(art)
+    t = Trainer(settings, DATASET, art, TrainerConfig(every_events=1, gate="off"))
+    if where == "fit":
+        monkeypatch.setattr(t, "_fit_cheap", lambda *a: (_ for _ in ()).throw(MemoryError("out of memory")))
+    elif where == "save":
+        real = A.save
+
+        def half_written(folder, *a, **k):
+            real(folder, *a, **k)
+            (Path(folder) / "ranker.txt").write_text("garbage")  # a candidate that does not load
+        monkeypatch.setattr(A, "save", half_written)
+    else:
+        monkeypatch.setattr(A, "forget_tombstoned", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    result = t.tick()
+    assert result["outcome"] == "failed" and result["error"], result
+    assert "\n" not in result["error"]
+    status = json.loads((settings.state_dir / DATASET / "trainer.json").read_text())
+    assert status["state"] == "failed" and status["failures"] == 1
+    if where != "load":  # (forget_tombstoned runs after the swap: the new artifact is in place and loads)
+        assert _digest(art) == digest
+        assert not _reloads(settings)
+    A.load(art)  # whatever happened, the served folder is a complete artifact
+    leftovers = [p.name for p in art.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == [], leftovers
+
+
+def test_full_run_retrains_every_source_and_is_gated(shop):
+    settings, art = shop["settings"], shop["artifact"]
+    _post_new_events(settings, n=800, seed=1)
+    t = Trainer(settings, DATASET, art, TrainerConfig(min_cases=5, margin=1.0))
+    result = t.run_once("full", ship=True)
+    assert result["outcome"] == "promoted", result
+    assert result["holdout"]["cases"] == result["cases"] >= 5
+    m = json.loads((art / "manifest.json").read_text())
+    assert m["trainer"]["kind"] == "full" and m["trainer"]["full_at"] == m["trainer"]["at"]
+    assert set(m["sources"]) == set(json.loads((shop["artifact"] / "sources" / "sources.json").read_text())["config"])
+    ev = json.loads((art / "evaluation.json").read_text())
+    assert ev["protocol"] == "recent" and ev["users"]["test"] == result["cases"]
+    A.load(art)
