@@ -84,3 +84,30 @@ def test_mapping_errors_are_clear(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("kind = 'events'\n[colums]\nuser_id='x'\n")
     with pytest.raises(FormatError, match="unknown keys"):
         Mapping.from_toml(tmp_path / "bad.toml")
+
+
+def test_a_mapping_makes_a_file_generic_whatever_its_name(tmp_path: Path) -> None:
+    """A shop's products.csv is not Home Depot's products.csv: with a mapping the format is generic."""
+    f = tmp_path / "products.csv"
+    f.write_text("sku,name\nA1,Copper Teapot\n")
+    mapping = Mapping(kind="items", columns={"item_id": "sku", "title": "name"})
+    assert open_adapter(f, mapping=mapping).format == "generic"
+    assert open_adapter(f).format == "homedepot"  # without a mapping, detection as before
+    with pytest.raises(FormatError, match="a column mapping .* is for generic files; --format amazon"):
+        open_adapter(tmp_path, "amazon", mapping=mapping)
+
+
+def test_mapping_constants_fill_a_field_the_file_lacks(tmp_path: Path) -> None:
+    (tmp_path / "ratings.toml").write_text('kind = "events"\n[columns]\nuser_id = "viewer"\nitem_id = "film"\n'
+                                          '[constants]\ntype = "rating"\n')
+    f = tmp_path / "ratings.csv"
+    f.write_text("viewer,film,stars\nv1,f1,4\nv2,f1,5\n")
+    mapping = Mapping.from_toml(tmp_path / "ratings.toml")
+    with Store(tmp_path / "s.duckdb") as store:
+        report = Ingestor(store, "films").run(open_adapter(f, mapping=mapping))
+        assert report.rejected == 0
+        assert store.con.execute("SELECT DISTINCT type FROM events").fetchall() == [("rating",)]
+    with pytest.raises(FormatError, match="both mapped to a column and given a constant"):
+        Mapping(kind="events", columns={"type": "action"}, constants={"type": "view"})
+    with pytest.raises(FormatError, match="unknown events field"):
+        Mapping(kind="events", constants={"colour": "red"})

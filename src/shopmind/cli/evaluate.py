@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 def benchmark(
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset (registered name; ingested if needed)."),
     models: str = typer.Option("pop,itemknn,als,bpr", "--models", "-m", help="Comma-separated model names."),
-    protocol: Optional[str] = typer.Option(None, "--protocol", help="unisrec or s3rec (default: the dataset's own)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="unisrec, s3rec or time (default: the "
+                                          "dataset's own; time for a dataset the registry does not know)."),
     mask: Optional[bool] = typer.Option(None, "--mask/--no-mask", help="Remove history items from the ranking "
                                         "(default: as the protocol publishes)."),
     grid: bool = typer.Option(True, "--grid/--no-grid", help="Select hyper-parameters on validation."),

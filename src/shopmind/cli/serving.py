@@ -14,7 +14,8 @@ from .common import _artifact_dir, _emit_json, _guard, _run_ingest, app, err, ou
 def train(
     dataset: str = typer.Option("amazon-scientific", "--dataset", "-d", help="Dataset (ingested and mined if needed)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Artifact folder (default: <store>.artifacts/<dataset>)."),
-    protocol: Optional[str] = typer.Option(None, "--protocol", help="unisrec or s3rec (default: the dataset's own)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="unisrec, s3rec or time (default: the "
+                                          "dataset's own; time for a dataset the registry does not know)."),
     sources: str = typer.Option("itemknn,sasrec,twotower,pop", "--sources", help="Candidate source models."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:

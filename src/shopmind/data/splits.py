@@ -29,7 +29,8 @@ def _order(store: Store, dataset: str, descending: bool = False) -> str:
     elif no_seq == 0:
         keys = ["seq", "event_id"]
     else:
-        raise SplitError(f"{dataset}: events have neither complete timestamps nor sequence positions")
+        raise SplitError(f"{dataset}: events have neither complete timestamps nor sequence positions "
+                         "(map a timestamp=COLUMN or seq=COLUMN when ingesting them)")
     direction = " DESC NULLS LAST" if descending else " ASC NULLS FIRST"
     return ", ".join(k + direction for k in keys)
 

@@ -133,7 +133,8 @@ class RankingPipeline:
         fit_idx = np.flatnonzero(hit & ~is_valid)
         stop_idx = np.flatnonzero(hit & is_valid)
         if len(fit_idx) < 20 or len(stop_idx) < 5:
-            raise ValueError(f"too few validation users with the target among the candidates ({int(hit.sum())})")
+            raise ValueError(f"too few validation users with the target among the candidates ({int(hit.sum())} of "
+                             f"{len(rows)}; the ranker needs about 30): the data needs more returning users")
 
         def stack(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
             return np.vstack([x[i] for i in idx]), np.concatenate([y[i] for i in idx]), [len(y[i]) for i in idx]

@@ -67,6 +67,7 @@ def train_pipeline(store: Store, dataset: str, protocol: Protocol, vectors: np.n
         r.pop("_ranks")
     report = {
         "dataset": dataset, "protocol": protocol.name, "mask_history": protocol.mask_history,
+        "protocol_note": protocol.note, "cases": protocol.counts,
         "users": {"valid": len(protocol.valid.targets), "test": len(protocol.test.targets)},
         "items": int(full.info.n_items), "sources": src.config, "tuned": {n: m.tuned for n, m in src.models.items()},
         "ranker": ranker_report, "results": results, "best_source": best_source,
@@ -82,6 +83,7 @@ def markdown(report: dict[str, Any]) -> str:
     r = report["results"]
     lines = [f"# Recommendation pipeline on {report['dataset']} ({report['protocol']}, "
              f"{report['users']['test']:,} test users, {report['items']:,} items)", "",
+             *([f"Protocol: {report['protocol_note']}.", ""] if report.get("protocol_note") else []),
              "| system | Recall@10 | NDCG@10 | Recall@50 | MRR |", "|---|---|---|---|---|"]
     label = {"ranker": "**learned ranker over the candidate union**", "blend": "z-score blend (weights tuned on valid)"}
     for name in ["ranker", "blend", *report["sources"]]:

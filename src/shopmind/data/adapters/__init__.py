@@ -35,10 +35,15 @@ def open_adapter(path: str | Path, fmt: str | None = None, **options: Any) -> Ad
     path = Path(path)
     if not path.exists():
         raise FormatError(f"{path}: no such file or folder")
+    if fmt is None and options.get("mapping") is not None:
+        fmt = "generic"  # a column mapping is for generic files: a shop's products.csv is not Home Depot's
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS:
         raise FormatError(f"unknown format {fmt!r}; known: {', '.join(sorted(set(FORMATS)))}")
     cls = FORMATS[fmt]
+    if cls is not GenericAdapter and options.get("mapping") is not None:
+        raise FormatError(f"a column mapping (--map, --mapping, --kind) is for generic files; --format {fmt} "
+                          "has its own columns (use --format csv, jsonl or parquet)")
     if cls is GenericAdapter and fmt in ("csv", "jsonl", "parquet"):
         options.setdefault("file_format", fmt)
     return cls(path, **options)

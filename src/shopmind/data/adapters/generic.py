@@ -14,6 +14,9 @@ mapped are kept: in `attributes` for items and users, in `extra` for events. Exa
     transaction = "purchase"
     [options]
     timestamp_unit = "ms"
+
+`[constants]` gives a field one value for every record, for a column the file does not have (a ratings
+file has no event type: `type = "rating"`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class Mapping:
     kind: str = "events"
     columns: dict[str, str] = field(default_factory=dict)  # model field -> source column
     values: dict[str, dict[str, str]] = field(default_factory=dict)  # model field -> {source value: value}
+    constants: dict[str, Any] = field(default_factory=dict)  # model field -> the value of every record
     encoding: str = "utf-8"
     delimiter: str = ","
     timestamp_unit: str = "s"  # for numeric timestamps: s or ms
@@ -50,10 +54,14 @@ class Mapping:
         if self.kind not in KINDS:
             raise FormatError(f"unknown kind {self.kind!r}; use one of {', '.join(KINDS)}")
         model = RECORD_MODELS[KINDS[self.kind]]
-        unknown = set(self.columns) - set(model.model_fields)
+        unknown = (set(self.columns) | set(self.constants)) - set(model.model_fields)
         if unknown:
             raise FormatError(f"unknown {self.kind} field(s) in mapping: {', '.join(sorted(unknown))}; "
                               f"fields are {', '.join(model.model_fields)}")
+        both = set(self.columns) & set(self.constants)
+        if both:
+            raise FormatError(f"field(s) {', '.join(sorted(both))} both mapped to a column and given a constant; "
+                              "keep one")
         if self.timestamp_unit not in ("s", "ms"):
             raise FormatError(f"timestamp_unit must be 's' or 'ms', got {self.timestamp_unit!r}")
         self.encoding = check_encoding(self.encoding)
@@ -67,11 +75,13 @@ class Mapping:
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise FormatError(f"{path}: cannot read mapping: {e}") from None
         options = doc.get("options", {})
+        sections = {"kind", "columns", "values", "constants", "options"}
         unknown = set(options) - _OPTION_KEYS - {"keep_unmapped"}
-        if unknown or set(doc) - {"kind", "columns", "values", "options"}:
-            raise FormatError(f"{path}: unknown keys {sorted(unknown | (set(doc) - {'kind', 'columns', 'values', 'options'}))}")
+        if unknown or set(doc) - sections:
+            raise FormatError(f"{path}: unknown keys {sorted(unknown | (set(doc) - sections))}")
         kwargs: dict[str, Any] = {"kind": doc.get("kind", "events"), "columns": dict(doc.get("columns", {})),
-                                  "values": {k: dict(v) for k, v in doc.get("values", {}).items()}, **options}
+                                  "values": {k: dict(v) for k, v in doc.get("values", {}).items()},
+                                  "constants": dict(doc.get("constants", {})), **options}
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kwargs)
 
@@ -143,7 +153,7 @@ class GenericAdapter(Adapter):
             return repr(col) + (f" (for {field})" if col != field else "")
 
         missing = [named(f) for f, info in model.model_fields.items()
-                   if info.is_required() and m.columns.get(f, f) not in found]
+                   if info.is_required() and f not in m.constants and m.columns.get(f, f) not in found]
         if kind == "event" and not {m.columns.get("item_id", "item_id"), m.columns.get("query", "query")} & found:
             missing.append(f"{named('item_id')} (or {named('query')}, for search events)")
         if missing:
@@ -200,6 +210,7 @@ class GenericAdapter(Adapter):
                 except (TypeError, ValueError):
                     pass  # not numeric: leave it for the datetime parser
             out[dst] = value
+        out.update(m.constants)
         target = _SPILL[kind]
         if target and spill:
             base = dict(out.get(target) or {})
