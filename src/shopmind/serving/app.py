@@ -145,11 +145,41 @@ class Metrics:
         self.auth_failures = Counter("shopmind_auth_failures_total", "Refused credentials", ["kind"], registry=r)
         self.limited = Counter("shopmind_rate_limited_total", "Requests refused by a rate limit", ["bucket"], registry=r)
         self.window = Window()
+        # Online evaluation and the trainer: every worker holds the same numbers (the shared log, the
+        # shared status file), so the most recent value of any worker is the value.
+        g = {"registry": r, "multiprocess_mode": "mostrecent"}
+        self.online_impressions = Gauge("shopmind_online_impressions", "Attributed impressions (deduplicated)", **g)
+        self.online_clicks = Gauge("shopmind_online_clicks", "Attributed clicks (deduplicated)", **g)
+        self.online_ctr = Gauge("shopmind_online_ctr", "Click-through rate of attributed impressions", ["source"], **g)
+        self.trainer = {k: Gauge(f"shopmind_trainer_{k}", f"Trainer: {k.replace('_', ' ')} (trainer.json)", **g)
+                        for k in ("runs", "promotions", "failures", "lag_records", "last_finished", "last_promoted")}
+        self.trainer_last = Gauge("shopmind_trainer_last_metric", "Trainer: last run's offline metric",
+                                  ["model", "metric"], **g)
+        self.trainer_state = Gauge("shopmind_trainer_state", "Trainer: 1 for its current state", ["state"], **g)
 
-    def refresh(self, service: Service) -> None:
+    def refresh(self, service: Service, trainer: dict[str, Any] | None = None) -> None:
         if service.log is not None:
             self.log_records.set(service.log.records)
             self.quarantined.set(getattr(service.log, "quarantined", 0))
+        online = service.online.gauges()
+        self.online_impressions.set(online["impressions"])
+        self.online_clicks.set(online["clicks"])
+        for source, ctr in online["ctr"].items():
+            self.online_ctr.labels(source).set(ctr)
+        if trainer and trainer.get("readable"):
+            from .trainer_status import STATES
+
+            for k, gauge in self.trainer.items():
+                last = trainer.get("last") or {}
+                v = last.get(k[5:]) if k.startswith("last_") else trainer.get(k)
+                if v is not None:
+                    gauge.set(float(v))
+            for model in ("candidate", "serving"):
+                for metric, v in ((trainer.get("last") or {}).get(model) or {}).items():
+                    if v is not None:
+                        self.trainer_last.labels(model, metric).set(v)
+            for state in STATES:
+                self.trainer_state.labels(state).set(1.0 if trainer.get("state") == state else 0.0)
 
 
 class Edge:

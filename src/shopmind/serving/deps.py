@@ -23,6 +23,7 @@ from . import sessions
 from .auth import KeyStore
 from .ratelimit import Limited, RateLimiter
 from .service import Service
+from .trainer_status import TrainerStatus
 
 # No slash (it would leave the path segment), no outer ASCII whitespace.
 ID_PATTERN = r"^[^/ \t\n\r\f\v](?:[^/]*[^/ \t\n\r\f\v])?$"
@@ -91,6 +92,7 @@ class Ctx:
     limits: dict[str, RateLimiter] = field(default_factory=dict)
     forget: Callable[[str, Path], dict[str, Any]] | None = None  # beyond the service: store, knowledge, artifacts
     reload_lock: threading.Lock = field(default_factory=threading.Lock)
+    trainer: TrainerStatus = field(default_factory=TrainerStatus)  # the trainer's status file, cached
 
     async def on_cpu(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.cpu_pool, lambda: fn(*args))
