@@ -274,7 +274,7 @@ def test_two_workers_agree_a_restart_rebuilds_and_a_forget_leaves_no_trace(artif
 
 
 # -- the endpoint, the dashboard and /metrics ----------------------------------------------------------------------
-def _app(served: dict, state: Path, **serving: object):
+def _app(served: dict, state: Path, experiment: float | None = None, **serving: object):
     from shopmind.config import load_settings
     from shopmind.serving import sessions
     from shopmind.serving.app import create_app
@@ -286,7 +286,10 @@ def _app(served: dict, state: Path, **serving: object):
                                         **{f"serving.{k}": v for k, v in serving.items()}}, environ={})
     keys = KeyStore(keys_path(settings))
     service = load_service(served["artifact"], settings, search=False)
-    return create_app(service, keys, settings.serving, secret=sessions.load_secret(state)), keys, service
+    exp = None if experiment is None else (load_service(served["artifact"], settings, search=False, arm="experiment"),
+                                           experiment)
+    app = create_app(service, keys, settings.serving, secret=sessions.load_secret(state), experiment=exp)
+    return app, keys, service
 
 
 def test_stats_online_needs_read_private_and_forged_ids_are_accepted(served: dict, tmp_path: Path) -> None:
@@ -364,3 +367,40 @@ def test_the_trainer_status_file_never_breaks_the_dashboard(served: dict, tmp_pa
             t = r.json()["trainer"]
             assert t is not None and (not t["readable"] or (t["state"] is None and t["runs"] is None))
             assert c.get("/metrics", headers=read).status_code == 200
+
+
+def test_an_experiment_arm_serves_its_share_of_shoppers(served: dict, tmp_path: Path) -> None:
+    from shopmind.serving.online import in_share
+    from shopmind.serving.server import parse_experiment
+
+    assert parse_experiment("/a/b:0.2") == (Path("/a/b"), 0.2) and parse_experiment("/a/b") == (Path("/a/b"), 0.5)
+    assert parse_experiment(None) is None
+    with pytest.raises(ValueError):
+        parse_experiment("/a/b:1.5")
+    app, keys, service = _app(served, tmp_path / "state", experiment=0.3)
+    holder = app.state.holder
+    exp = holder.experiment
+    assert exp is not None and exp.arm == "experiment" and holder.share == 0.3
+    read = {"X-API-Key": keys.create("reader", ["read"])}
+    private = {"X-API-Key": keys.create("private", ["read_private"])}
+    write = {"X-API-Key": keys.create("writer", ["write"])}
+    users = [f"arm-shopper-{i}" for i in range(40)]
+    shown = {"main": 0, "experiment": 0}
+    with TestClient(app, raise_server_exceptions=False) as c:
+        for u in users:
+            rec = c.get(f"/recommend/{u}", params={"k": 4}, headers=read).json()
+            t = decode_token(service.token_key, rec["rec_id"])
+            want = "experiment" if in_share(u, 0.3, exp.artifact_version) else "main"
+            assert t is not None and t.arm == want and holder.for_user(u) is (exp if want == "experiment" else service)
+            again = decode_token(service.token_key, c.get(f"/recommend/{u}", params={"k": 4}, headers=read).json()["rec_id"])
+            assert again.arm == want  # the same shopper stays in the same arm
+            shown[want] += len(rec["items"])
+            events = [{"user_id": u, "item_id": i["item_id"], "type": "impression", "rec_id": rec["rec_id"]}
+                      for i in rec["items"]]
+            assert c.post("/events", json={"events": events}, headers=write).status_code == 200
+        assert 0 < shown["experiment"] < shown["main"]  # 30 % of 40 shoppers, give or take
+        body = c.get("/stats/online", headers=private).json()
+        assert {a: m["impressions"] for a, m in body["by_arm"].items()} == shown
+        assert all(set(p["arms"]) == {"main", "experiment"} for p in body["series"])
+        exp.sync()
+        assert exp.online.report()["by_arm"] == body["by_arm"]  # the experiment follows the same log

@@ -246,11 +246,14 @@ class Edge:
 def create_app(service: Service, keys: KeyStore, settings: ServingSettings | None = None,
                loader: Callable[[str | None], Service] | None = None, secret: bytes | None = None,
                results: dict[str, FilePath | None] | None = None,
-               forget: Callable[[str, FilePath], dict[str, Any]] | None = None) -> FastAPI:
+               forget: Callable[[str, FilePath], dict[str, Any]] | None = None,
+               experiment: tuple[Service, float] | None = None) -> FastAPI:
     """The API over a service. loader(path) builds a new service for POST /admin/reload; secret signs
     shopper sessions (default: a fresh one); results maps storefront.SOURCES to the folders of result
     files shown on the dashboard; forget(user, served artifact folder) removes a forgotten shopper from
-    what lies beyond the service (store, knowledge, artifacts; serving.forget.forget_everywhere)."""
+    what lies beyond the service (store, knowledge, artifacts; serving.forget.forget_everywhere).
+    experiment: (a service of another artifact of the same dataset, with its arm, and the share of shoppers
+    it recommends to); it follows the same event log, and tokens carry the arm (docs/online.md)."""
     from . import storefront
 
     cfg = settings or ServingSettings()
@@ -266,6 +269,10 @@ def create_app(service: Service, keys: KeyStore, settings: ServingSettings | Non
     # their own larger pool, where concurrent posts meet in one group commit.
     cpu_threads = cfg.cpu_threads or max(1, min(2, (os.cpu_count() or 1) // cfg.workers))
     holder = Holder(service, loader, SwapGuard())
+    if experiment is not None:
+        if experiment[0].artifact.dataset != service.artifact.dataset:
+            raise ValueError("the experiment's artifact must be of the served dataset (they share the event log)")
+        holder.experiment, holder.share = experiment[0], min(max(float(experiment[1]), 0.0), 1.0)
     ctx = Ctx(holder, cfg, keys, secret or secrets.token_bytes(32),
               {k: (results or {}).get(k) for k in storefront.SOURCES}, metrics,
               ThreadPoolExecutor(max_workers=cpu_threads, thread_name_prefix="shopmind-cpu"),
@@ -333,6 +340,8 @@ def create_app(service: Service, keys: KeyStore, settings: ServingSettings | Non
         while not stopping.wait(0.2):
             try:
                 holder.service.sync()
+                if holder.experiment is not None:
+                    holder.experiment.sync()
                 keys.watch()
             except Exception:  # never let the follower die; the next request syncs anyway
                 if not stopping.is_set():

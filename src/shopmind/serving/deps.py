@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from ..config import ServingSettings
 from . import sessions
 from .auth import KeyStore
+from .online import in_share
 from .ratelimit import Limited, RateLimiter
 from .service import Service
 from .trainer_status import TrainerStatus
@@ -75,6 +76,16 @@ class Holder:
     loader: Callable[[str | None], Service] | None
     guard: Any
     reloads: int = 0
+    experiment: Service | None = None  # `serve --experiment`: a second artifact, for a share of the shoppers
+    share: float = 0.0
+
+    def for_user(self, user: str) -> Service:
+        """The service whose recommendations this shopper gets: the experiment's for its share of shoppers
+        (a hash of the id salted with the experiment's version; the same on every worker), else the main."""
+        exp = self.experiment
+        if exp is not None and in_share(user, self.share, exp.artifact_version):
+            return exp
+        return self.service
 
 
 @dataclass

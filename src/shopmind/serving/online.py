@@ -159,6 +159,13 @@ def origins(rows: np.ndarray, source_scores: Mapping[str, np.ndarray], blocked: 
     return best
 
 
+def in_share(user: str, share: float, salt: str = "") -> bool:
+    """Whether a user falls in the first `share` of users, by a hash of their id (the same on every worker
+    and every restart; salt: e.g. the experiment's artifact version, so each experiment draws anew)."""
+    h = hashlib.blake2b(f"{salt}|{user}".encode(), digest_size=8, person=b"shopmind-arm").digest()
+    return int.from_bytes(h, "big") / 2.0 ** 64 < share
+
+
 def wilson(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
     """The Wilson score interval of a proportion (successes out of n); (0, 1) when n is 0."""
     if n <= 0:
