@@ -58,6 +58,7 @@ def _routes(service) -> list[tuple[str, str, str, dict | None, set[str]]]:
     return [
         ("metrics", "GET", "/metrics", None, READERS),
         ("stats", "GET", "/stats", None, READERS),
+        ("online stats", "GET", "/stats/online", None, {"read_private", "admin"}),
         ("search", "GET", "/search?q=gift+card", None, READERS),
         ("personal search", "GET", f"/search?q=gift+card&user={USER}", None, PRIVATE),
         ("recommend", "GET", f"/recommend/{USER}", None, READERS - {"other"}),

@@ -63,6 +63,9 @@ def serve(
                                           "each sees every acknowledged event."),
     mode: Optional[str] = typer.Option(None, "--mode", help="production (default: reads need a key or a shopper "
                                        "session) or demo (open storefront, loopback only); serving.mode."),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="PATH[:SHARE]: a second artifact of the same "
+                                             "dataset recommends to SHARE (default 0.5) of the shoppers, by a hash "
+                                             "of their id; /stats/online compares the arms (docs/online.md)."),
 ) -> None:
     """Run the HTTP API (search, recommendations, events) over a trained artifact. POST /admin/reload swaps in
     a new artifact without dropping requests; the event log lives in serving.state_dir."""
@@ -71,14 +74,14 @@ def serve(
     ensure_quiet_threads()
 
     def body() -> None:
-        from ..serving.server import serve as run
+        from ..serving.server import parse_experiment, serve as run
 
         if mode not in (None, "production", "demo"):
             raise ValueError(f"--mode must be production or demo, not {mode!r}")
         settings = state.settings(**{"serving.mode": mode})
         folder = artifact_dir or _artifact_dir(settings, dataset)
         err.print(f"loading {folder} ({settings.serving.mode} mode) …")
-        run(folder, settings, host, port, workers)
+        run(folder, settings, host, port, workers, parse_experiment(experiment))
 
     _guard(body)
 

@@ -145,11 +145,41 @@ class Metrics:
         self.auth_failures = Counter("shopmind_auth_failures_total", "Refused credentials", ["kind"], registry=r)
         self.limited = Counter("shopmind_rate_limited_total", "Requests refused by a rate limit", ["bucket"], registry=r)
         self.window = Window()
+        # Online evaluation and the trainer: every worker holds the same numbers (the shared log, the
+        # shared status file), so the most recent value of any worker is the value.
+        g = {"registry": r, "multiprocess_mode": "mostrecent"}
+        self.online_impressions = Gauge("shopmind_online_impressions", "Attributed impressions (deduplicated)", **g)
+        self.online_clicks = Gauge("shopmind_online_clicks", "Attributed clicks (deduplicated)", **g)
+        self.online_ctr = Gauge("shopmind_online_ctr", "Click-through rate of attributed impressions", ["source"], **g)
+        self.trainer = {k: Gauge(f"shopmind_trainer_{k}", f"Trainer: {k.replace('_', ' ')} (trainer.json)", **g)
+                        for k in ("runs", "promotions", "failures", "lag_records", "last_finished", "last_promoted")}
+        self.trainer_last = Gauge("shopmind_trainer_last_metric", "Trainer: last run's offline metric",
+                                  ["model", "metric"], **g)
+        self.trainer_state = Gauge("shopmind_trainer_state", "Trainer: 1 for its current state", ["state"], **g)
 
-    def refresh(self, service: Service) -> None:
+    def refresh(self, service: Service, trainer: dict[str, Any] | None = None) -> None:
         if service.log is not None:
             self.log_records.set(service.log.records)
             self.quarantined.set(getattr(service.log, "quarantined", 0))
+        online = service.online.gauges()
+        self.online_impressions.set(online["impressions"])
+        self.online_clicks.set(online["clicks"])
+        for source, ctr in online["ctr"].items():
+            self.online_ctr.labels(source).set(ctr)
+        if trainer and trainer.get("readable"):
+            from .trainer_status import STATES
+
+            for k, gauge in self.trainer.items():
+                last = trainer.get("last") or {}
+                v = last.get(k[5:]) if k.startswith("last_") else trainer.get(k)
+                if v is not None:
+                    gauge.set(float(v))
+            for model in ("candidate", "serving"):
+                for metric, v in ((trainer.get("last") or {}).get(model) or {}).items():
+                    if v is not None:
+                        self.trainer_last.labels(model, metric).set(v)
+            for state in STATES:
+                self.trainer_state.labels(state).set(1.0 if trainer.get("state") == state else 0.0)
 
 
 class Edge:
@@ -216,11 +246,14 @@ class Edge:
 def create_app(service: Service, keys: KeyStore, settings: ServingSettings | None = None,
                loader: Callable[[str | None], Service] | None = None, secret: bytes | None = None,
                results: dict[str, FilePath | None] | None = None,
-               forget: Callable[[str, FilePath], dict[str, Any]] | None = None) -> FastAPI:
+               forget: Callable[[str, FilePath], dict[str, Any]] | None = None,
+               experiment: tuple[Service, float] | None = None) -> FastAPI:
     """The API over a service. loader(path) builds a new service for POST /admin/reload; secret signs
     shopper sessions (default: a fresh one); results maps storefront.SOURCES to the folders of result
     files shown on the dashboard; forget(user, served artifact folder) removes a forgotten shopper from
-    what lies beyond the service (store, knowledge, artifacts; serving.forget.forget_everywhere)."""
+    what lies beyond the service (store, knowledge, artifacts; serving.forget.forget_everywhere).
+    experiment: (a service of another artifact of the same dataset, with its arm, and the share of shoppers
+    it recommends to); it follows the same event log, and tokens carry the arm (docs/online.md)."""
     from . import storefront
 
     cfg = settings or ServingSettings()
@@ -236,6 +269,10 @@ def create_app(service: Service, keys: KeyStore, settings: ServingSettings | Non
     # their own larger pool, where concurrent posts meet in one group commit.
     cpu_threads = cfg.cpu_threads or max(1, min(2, (os.cpu_count() or 1) // cfg.workers))
     holder = Holder(service, loader, SwapGuard())
+    if experiment is not None:
+        if experiment[0].artifact.dataset != service.artifact.dataset:
+            raise ValueError("the experiment's artifact must be of the served dataset (they share the event log)")
+        holder.experiment, holder.share = experiment[0], min(max(float(experiment[1]), 0.0), 1.0)
     ctx = Ctx(holder, cfg, keys, secret or secrets.token_bytes(32),
               {k: (results or {}).get(k) for k in storefront.SOURCES}, metrics,
               ThreadPoolExecutor(max_workers=cpu_threads, thread_name_prefix="shopmind-cpu"),
@@ -303,6 +340,8 @@ def create_app(service: Service, keys: KeyStore, settings: ServingSettings | Non
         while not stopping.wait(0.2):
             try:
                 holder.service.sync()
+                if holder.experiment is not None:
+                    holder.experiment.sync()
                 keys.watch()
             except Exception:  # never let the follower die; the next request syncs anyway
                 if not stopping.is_set():

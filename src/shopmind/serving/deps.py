@@ -21,8 +21,10 @@ from pydantic import BaseModel, Field
 from ..config import ServingSettings
 from . import sessions
 from .auth import KeyStore
+from .online import in_share
 from .ratelimit import Limited, RateLimiter
 from .service import Service
+from .trainer_status import TrainerStatus
 
 # No slash (it would leave the path segment), no outer ASCII whitespace.
 ID_PATTERN = r"^[^/ \t\n\r\f\v](?:[^/]*[^/ \t\n\r\f\v])?$"
@@ -74,6 +76,16 @@ class Holder:
     loader: Callable[[str | None], Service] | None
     guard: Any
     reloads: int = 0
+    experiment: Service | None = None  # `serve --experiment`: a second artifact, for a share of the shoppers
+    share: float = 0.0
+
+    def for_user(self, user: str) -> Service:
+        """The service whose recommendations this shopper gets: the experiment's for its share of shoppers
+        (a hash of the id salted with the experiment's version; the same on every worker), else the main."""
+        exp = self.experiment
+        if exp is not None and in_share(user, self.share, exp.artifact_version):
+            return exp
+        return self.service
 
 
 @dataclass
@@ -91,6 +103,7 @@ class Ctx:
     limits: dict[str, RateLimiter] = field(default_factory=dict)
     forget: Callable[[str, Path], dict[str, Any]] | None = None  # beyond the service: store, knowledge, artifacts
     reload_lock: threading.Lock = field(default_factory=threading.Lock)
+    trainer: TrainerStatus = field(default_factory=TrainerStatus)  # the trainer's status file, cached
 
     async def on_cpu(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.cpu_pool, lambda: fn(*args))

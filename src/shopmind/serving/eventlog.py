@@ -494,7 +494,8 @@ class EventLog:
     def forget(self, user_id: str) -> int:
         """Remove every event of the user from the log and keep a tombstone of digests (the user's, and the
         removed event ids'); returns how many events were removed. Quarantined records that hold the clear
-        user id are removed from the quarantine file too. The tombstone comes back from `catch_up()`."""
+        user id are removed from the quarantine file too. The next `catch_up()` hands out the whole new log
+        (rotated, the tombstone last), in this process as in every other."""
         user = self.digest(user_id)
         with self._writer():
             with self._cv:
@@ -502,9 +503,8 @@ class EventLog:
             data = os.pread(self._file.fileno(), self._offset, 0)
             kept: list[bytes] = []
             gone: set[str] = set()
-            clear: set[str] = set()
             bad: list[dict[str, Any]] = []
-            removed, count = 0, 0
+            removed = 0
             for offset, number, line in self._lines(data):
                 if not line.strip():
                     continue
@@ -519,25 +519,22 @@ class EventLog:
                 if kind is None and record.get("user_id") == user_id:
                     removed += 1
                     if record.get("event_id"):
-                        clear.add(record["event_id"])
                         gone.add(self.digest(record["event_id"]))
                 elif kind == "forget" and record.get("user") == user:
                     gone.update(record.get("event_ids", ()))  # forgotten before: one tombstone per user
                 else:
                     kept.append(line + b"\n")
-                    count += 1
             tombstone = {"kind": "forget", "user": user, "event_ids": sorted(gone)}
             kept.append(_encode(tombstone))
             if bad:
                 self._quarantine(bad)
             with self._cv:
                 self._rewrite(kept)
-                self._ids -= clear
-                self._forgotten.add(user)
-                self._forgotten_ids |= gone
-                self._pending = [r for r in self._pending if r.get("kind") is not None or r.get("user_id") != user_id]
-                self._pending.append(tombstone)
-                self.records = count + 1
+                # This process starts again from the new file too, as every other process does: the next
+                # catch_up() hands out the whole log (rotated), so what a consumer derived from the removed
+                # events (counts without user ids, say) is rebuilt without them here as well.
+                self._rotated_once = True
+                self._reset(self._parsed(b"".join(kept), 0))
             self._scrub_quarantine(user_id)
             return removed
 

@@ -25,7 +25,8 @@ def keys_path(settings: Settings) -> Path:
     return settings.state_dir / "api_keys.json"
 
 
-def load_service(folder: str | Path, settings: Settings, attach: bool = True, search: bool = True) -> Service:
+def load_service(folder: str | Path, settings: Settings, attach: bool = True, search: bool = True,
+                 arm: str = "main") -> Service:
     artifact = load(folder)
     encode = None
     if search and artifact.pipeline.info.vectors.shape[1]:
@@ -42,10 +43,24 @@ def load_service(folder: str | Path, settings: Settings, attach: bool = True, se
         encode("warm up")  # load the model now, not on the first request
     s = settings.serving
     config = RerankConfig(diversity=s.diversity, category_cap=s.category_cap, explore=s.explore)
-    return Service(artifact, settings.state_dir / artifact.dataset, encode, config, attach=attach)
+    return Service(artifact, settings.state_dir / artifact.dataset, encode, config, attach=attach, arm=arm)
 
 
-def _build_app(folder: str | Path, settings: Settings) -> Any:
+def parse_experiment(spec: str | None) -> tuple[Path, float] | None:
+    """`PATH[:SHARE]` (share in (0, 1], default 0.5) as (folder, share); None for None."""
+    if not spec:
+        return None
+    path, _, share = spec.rpartition(":")
+    try:
+        value = float(share) if path else 0.5
+    except ValueError:
+        path, value = spec, 0.5
+    if not 0 < value <= 1:
+        raise ValueError(f"--experiment {spec!r}: the share must be in (0, 1]")
+    return Path(path or spec), value
+
+
+def _build_app(folder: str | Path, settings: Settings, experiment: tuple[Path, float] | None = None) -> Any:
     import torch
 
     from .app import create_app
@@ -60,6 +75,9 @@ def _build_app(folder: str | Path, settings: Settings) -> Any:
         return service
 
     service = load_service(folder, settings)
+    exp = None
+    if experiment is not None:  # a second artifact for a share of the shoppers (arm "experiment")
+        exp = (load_service(experiment[0], settings, arm="experiment"), experiment[1])
     # The loaded artifact is millions of long-lived objects; a full garbage collection walking them all
     # stalls every request for a tenth of a second. Freezing moves them out of the collector's sight.
     gc.collect()
@@ -75,10 +93,11 @@ def _build_app(folder: str | Path, settings: Settings) -> Any:
     from .forget import forget_everywhere
 
     def forget(user: str, folder: Path) -> dict[str, Any]:
-        return forget_everywhere(settings, user, [service.artifact.dataset], [folder], event_logs=False)
+        folders = [folder] + ([exp[0].artifact.folder] if exp is not None else [])
+        return forget_everywhere(settings, user, [service.artifact.dataset], folders, event_logs=False)
 
     return create_app(service, keys, settings.serving, loader, secret=load_secret(settings.state_dir),
-                      results={"local": settings.benchmarks_dir, "bench": bench}, forget=forget)
+                      results={"local": settings.benchmarks_dir, "bench": bench}, forget=forget, experiment=exp)
 
 
 def _configure_logging() -> None:
@@ -114,11 +133,13 @@ def worker_app() -> Any:
     through the environment, since uvicorn starts workers by import string."""
     spec = json.loads(os.environ[WORKER_ENV])
     _configure_logging()
-    return _build_app(spec["folder"], Settings.model_validate(spec["settings"]))
+    exp = spec.get("experiment")
+    return _build_app(spec["folder"], Settings.model_validate(spec["settings"]),
+                      (Path(exp[0]), float(exp[1])) if exp else None)
 
 
 def serve(folder: str | Path, settings: Settings, host: str | None = None, port: int | None = None,
-          workers: int | None = None) -> None:
+          workers: int | None = None, experiment: tuple[Path, float] | None = None) -> None:
     """Run the API until interrupted. OMP_WAIT_POLICY=PASSIVE must be set before torch loads (the CLI does).
     workers > 1: that many processes, each with the whole model; they share the event log (see eventlog)."""
     import uvicorn
@@ -130,15 +151,18 @@ def serve(folder: str | Path, settings: Settings, host: str | None = None, port:
     settings = settings.model_copy(update={"serving": settings.serving.model_copy(update={"workers": workers})})
     options = dict(host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     if workers <= 1:
-        uvicorn.run(_build_app(folder, settings), **options)
+        uvicorn.run(_build_app(folder, settings, experiment), **options)
         return
     load(folder)  # fail here, with one clear message, rather than in every worker
+    if experiment is not None:
+        load(experiment[0])
     prom = settings.state_dir / "prometheus"
     if prom.exists():
         shutil.rmtree(prom)
     prom.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
-    os.environ[WORKER_ENV] = json.dumps({"folder": str(folder), "settings": settings.model_dump(mode="json")})
+    os.environ[WORKER_ENV] = json.dumps({"folder": str(folder), "settings": settings.model_dump(mode="json"),
+                                         "experiment": [str(experiment[0]), experiment[1]] if experiment else None})
     uvicorn.run("shopmind.serving.server:worker_app", factory=True, workers=workers, **options)
 
 

@@ -3,7 +3,8 @@
 Online state (in memory, rebuilt from the artifact and the event log at start):
 - every user's item history (artifact histories + live events), their purchases, forgotten users;
 - the exploration bandit's impressions and clicks per item, from events that reference a recommendation;
-- recent recommendation ids (bounded), so that impressions and clicks can be attributed.
+- the online evaluation (`online`: impressions, clicks, carts, purchases attributed through the signed
+  `rec_id` tokens recommendations carry; online.py, online_stats.py), counts only.
 An acknowledged event is on disk (EventLog) and already applied here, so the very next request sees it.
 
 Every logged record reaches the state through one path, `sync()`: the log hands out its records (other
@@ -32,6 +33,8 @@ from ..search.engine import SearchEngine
 from ..search.fusion import unit
 from .artifact import Artifact
 from .eventlog import EventLog
+from .online import EXPLORE, SEARCH, artifact_version, encode_token, load_key, origins
+from .online_stats import OnlineStats
 
 HISTORY_TYPES = {"view", "click", "add_to_cart", "purchase", "rating", "review"}
 MAX_HISTORY = 200  # items per user kept for scoring (the models look at the last 50)
@@ -57,9 +60,10 @@ def _float(value: Any) -> float | None:
 class Service:
     def __init__(self, artifact: Artifact, state_dir: str | Path, encode: Callable[[str], np.ndarray] | None = None,
                  rerank_config: RerankConfig | None = None, seed: int = 0, attach: bool = True,
-                 digest: Callable[[str], str] | None = None) -> None:
+                 digest: Callable[[str], str] | None = None, arm: str = "main") -> None:
         """digest: how forget tombstones in the event log name users and event ids (see EventLog); every
-        worker sharing the state folder must use the same one. None: the log's own keyed HMAC."""
+        worker sharing the state folder must use the same one. None: the log's own keyed HMAC. arm: the
+        experiment arm this service's recommendations are attributed to."""
         self.artifact = artifact
         self.pipeline = artifact.pipeline
         self.catalog = artifact.catalog
@@ -103,6 +107,9 @@ class Service:
         self.cache: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self.cache_stats = {"hits": 0, "misses": 0}
         self.state_dir = Path(state_dir)
+        self.arm = arm
+        self.token_key = load_key(self.state_dir)  # shared by every worker on this state folder
+        self.online = OnlineStats(self.token_key, self._price)
         self.log: EventLog | None = None
         self.on_control: Callable[[dict[str, Any]], None] | None = None  # control records from other workers
         self.started = time.time()
@@ -134,6 +141,17 @@ class Service:
         self.cache.clear()
         self.generation += 1  # with versions restarting, a pool in the making must not be cached
         self.explorer = ThompsonExplorer(self.n_items, seed=self._seed)
+        self.online.reset()
+
+    @property
+    def artifact_version(self) -> str:
+        """8 hex digits naming the served artifact (its creation time and dataset), as tokens carry it."""
+        return artifact_version(str(self.artifact.manifest.get("created", "")), self.artifact.dataset)
+
+    def _price(self, item_id: str) -> float | None:
+        r = self.catalog.index.get(item_id)
+        p = self.catalog.prices[r] if r is not None else np.nan
+        return None if np.isnan(p) else float(p)
 
     def sync(self) -> None:
         """Apply what was logged since the last call, by any worker process or this one (one stat when nothing
@@ -198,6 +216,7 @@ class Service:
         user, kind, item = e["user_id"], e["type"], e.get("item_id")
         r = self.catalog.index.get(str(item)) if item is not None else None
         with self._lock:
+            self.online.observe(e)
             self.event_counts.setdefault(user, Counter())[kind] += 1
             self.type_counts[kind] += 1
             self.versions[user] = self.versions.get(user, 0) + 1
@@ -292,11 +311,12 @@ class Service:
             if cached is not None:
                 self.cache.move_to_end(key)
         self.cache_stats["hits" if cached is not None else "misses"] += 1
-        rows, scores = cached if cached is not None else self._ranked(user, seq, blocked, filters, query, config.pool)
+        rows, scores, codes = cached if cached is not None else self._ranked(user, seq, blocked, filters, query,
+                                                                              config.pool)
         if cached is None:
             with self._lock:
                 if self.generation == generation:  # no forget or rebuild since the history was read
-                    self.cache[key] = (rows.astype(np.int32), scores.astype(np.float32))
+                    self.cache[key] = (rows.astype(np.int32), scores.astype(np.float32), codes)
                 while len(self.cache) > CACHE_SIZE:
                     self.cache.popitem(last=False)
         slots = rerank(rows, scores, k, self.vectors, self.leaf, self.explorer, config)
@@ -309,14 +329,20 @@ class Service:
             items.append({**self.item_summary(s.row), "position": pos, "score": round(s.score, 6),
                           "explore": s.explore, "explanation": why})
         ad_items = self._ads(user, seq, filters, ads) if ads else []
-        rec_id = uuid.uuid4().hex  # events that answer this list (impressions, clicks) carry it back
+        # Events that answer this list (impressions, clicks, purchases) carry it back; it names what was shown
+        # and where each item came from, so any worker can attribute them (online.py).
+        origin = dict(zip(rows.tolist(), codes.tolist()))
+        rec_id = encode_token(self.token_key, self.artifact_version, [i["item_id"] for i in items],
+                              [EXPLORE if s.explore else origin.get(s.row, SEARCH if query else 0) for s in slots],
+                              self.arm, time.time())
         return {"rec_id": rec_id, "user_id": user, "known_user": bool(history), "history_size": len(history),
                 "events_seen": sum(self.event_counts.get(user, Counter()).values()), "items": items, "ads": ad_items,
                 "took_ms": round((time.perf_counter() - t0) * 1e3, 2)}
 
     def _ranked(self, user: str, seq: list[int], blocked: np.ndarray, filters: Filters | None, query: str | None,
-                pool: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ranked candidate pool (rows, scores) before diversity, caps and exploration."""
+                pool: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ranked candidate pool (rows, scores, origin codes) before diversity, caps and exploration. A
+        row's origin is the source that ranks it best (online.origins); within a search, the search."""
         extra: list[int] = []
         search_scores: dict[int, float] = {}
         if query and self.search_engine is not None:
@@ -332,8 +358,9 @@ class Service:
             q = np.array([search_scores.get(int(r), 0.0) for r in ranked.rows])
             blend = 0.5 * unit(np.asarray(ranked.scores, np.float64)) + 0.5 * unit(q)
             order = np.lexsort((ranked.rows, -blend))
-            return ranked.rows[order], blend[order]
-        return ranked.rows, np.asarray(ranked.scores, np.float64)
+            return ranked.rows[order], blend[order], np.full(len(order), SEARCH, np.int8)
+        codes = origins(ranked.rows, ranked.source_scores, blocked, self.pipeline.per_source)
+        return ranked.rows, np.asarray(ranked.scores, np.float64), codes
 
     def _ads(self, user: str, seq: Sequence[int], filters: Filters | None, n: int) -> list[dict[str, Any]]:
         """Ad slots: eligible ads ranked by expected value = predicted click probability x bid, where the

@@ -30,9 +30,15 @@ def _fmt(v: Any) -> str:
 SOURCES = {"local": "measured on this machine", "bench": "benchmark"}
 
 
-def dashboard(service: Service, folders: dict[str, Path | None]) -> dict[str, Any]:
+SERIES_POINTS = 120  # the dashboard's online plot: the latest buckets
+
+
+def dashboard(service: Service, folders: dict[str, Path | None], online: bool = False,
+              trainer: dict[str, Any] | None = None) -> dict[str, Any]:
     """Catalog and event statistics plus result tables: the served artifact's own evaluation, then the
-    result files in each of folders ({"local": the store's .benchmarks, "bench": bench/results})."""
+    result files in each of folders ({"local": the store's .benchmarks, "bench": bench/results}). online:
+    whether the caller may see the online evaluation (None in its place otherwise); trainer: the trainer's
+    parsed status file (trainer_status), None when there is none."""
     art = service.artifact
     m = art.manifest
     catalog = {"dataset": m["dataset"], "items": f"{m['items']:,}", "users in the artifact": f"{m['users']:,}",
@@ -55,7 +61,15 @@ def dashboard(service: Service, folders: dict[str, Path | None]) -> dict[str, An
     for source, folder in folders.items():
         if folder is not None and Path(folder).is_dir():
             reports += _reports(Path(folder), source, m["dataset"])
-    return {"catalog": catalog, "events": events, "reports": reports}
+    return {"catalog": catalog, "events": events, "reports": reports, "online": online_panel(service) if online else None,
+            "artifact_version": service.artifact_version, "trainer": trainer}
+
+
+def online_panel(service: Service, k: int = 10) -> dict[str, Any]:
+    """The online evaluation for the dashboard: /stats/online's breakdowns and the latest time buckets."""
+    report = service.online.report(None, k)
+    report["series"] = report["series"][-SERIES_POINTS:]
+    return report
 
 
 def _reports(folder: Path, source: str, dataset: str) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ...config import ServingSettings
 from ...data.schema import EventType
 from ..deps import BODY, GUARDED, CtxDep, Who, errors, ok
+from ..online import MAX_TOKEN_CHARS
 from ..ratelimit import Limited
 
 SESSION_TYPES = {EventType.VIEW, EventType.CLICK, EventType.ADD_TO_CART, EventType.PURCHASE, EventType.IMPRESSION,
@@ -40,7 +41,9 @@ class EventIn(BaseModel):
     timestamp: float | None = Field(None, ge=0, le=1e11, strict=True, description="Unix seconds; default: now.")
     session_id: str | None = Field(None, max_length=256)
     query: str | None = Field(None, min_length=1, max_length=500, pattern=TEXT, description="Required for search.")
-    rec_id: str | None = Field(None, max_length=64, description="The recommendation this event responds to.")
+    rec_id: str | None = Field(None, max_length=MAX_TOKEN_CHARS, description=(
+        "The recommendation this event responds to (its rec_id, a signed token). One that is not valid is "
+        "accepted all the same, just not attributed."))
 
     @field_validator("value")
     @classmethod

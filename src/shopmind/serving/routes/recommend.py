@@ -46,7 +46,7 @@ def router(cfg: ServingSettings) -> APIRouter:
         if who.kind == "session" and who.user != user_id:
             raise HTTPException(403, "a shopper session may read its own recommendations only")
         f = filters(category, brand, price_min, price_max, None)
-        rec = await ctx.on_cpu(ctx.holder.service.recommend, user_id, k, f, item, cart or [], exclude_seen, diversity,
+        rec = await ctx.on_cpu(ctx.holder.for_user(user_id).recommend, user_id, k, f, item, cart or [], exclude_seen, diversity,
                                explore, kind, ads, query)
         return ok({**rec, "private": True} if who.private_for(user_id) else public_part(rec))
 

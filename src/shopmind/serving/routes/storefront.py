@@ -42,7 +42,11 @@ def router(cfg: ServingSettings) -> APIRouter:
 
     @r.get("/storefront/dashboard", responses=errors(*GUARDED))
     async def dashboard(ctx: CtxDep, who: Reader) -> Response:
-        return ok(await ctx.on_cpu(storefront.dashboard, ctx.holder.service, ctx.folders))
+        """The dashboard's data. Its online evaluation (as /stats/online) is there in demo mode or for a key
+        with scope read_private, else null."""
+        s = ctx.holder.service
+        online = ctx.cfg.mode == "demo" or "read_private" in who.scopes
+        return ok(await ctx.on_cpu(storefront.dashboard, s, ctx.folders, online, ctx.trainer.read(s.state_dir)))
 
     @r.get("/storefront/plots/{source}/{name}", responses={**errors(404, *GUARDED), 200: {"content": {"image/png": {}}}})
     async def plot(ctx: CtxDep, who: Reader, source: Literal["local", "bench"],

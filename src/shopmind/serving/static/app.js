@@ -161,6 +161,77 @@ async function renderItem(id, nav = state.nav) {
 }
 
 // --- dashboard -------------------------------------------------------------------------------------------
+const pct = (x) => (x == null ? "–" : `${(100 * x).toFixed(2)}%`);
+const rateCell = (r) => (r && r.value != null ? `${pct(r.value)} <span class="ci">[${pct(r.low)}, ${pct(r.high)}]</span>` : "–");
+
+function onlineTable(title, groups) {
+  const rows = Object.entries(groups || {});
+  if (!rows.length) return "";
+  return `<table><caption>${esc(title)}</caption><thead><tr><th></th><th>impressions</th><th>clicks</th><th>CTR [95% CI]</th>
+    <th>lists</th><th>hit rate@k [95% CI]</th><th>purchases</th><th>revenue / impression</th></tr></thead><tbody>
+    ${rows.map(([name, m]) => `<tr><td>${esc(name)}</td><td>${m.impressions}</td><td>${m.clicks}</td><td>${rateCell(m.ctr)}</td>
+      <td>${m.lists}</td><td>${rateCell(m.hit_rate)}</td><td>${m.purchases}</td>
+      <td>${m.revenue_per_impression.value == null ? "–" : Number(m.revenue_per_impression.value).toFixed(4)}</td></tr>`).join("")}</tbody></table>`;
+}
+
+// A small inline SVG line chart of CTR and hit rate per time bucket, with the CTR's 95% interval as a band.
+function onlineChart(series) {
+  const pts = (series || []).filter((p) => p.all.impressions > 0);
+  if (pts.length < 2) return `<p class="meta">The plot appears once impressions were attributed in two or more time buckets.</p>`;
+  const W = 640, H = 200, L = 44, B = 22, T = 8, R = 8;
+  const t0 = pts[0].start, t1 = pts[pts.length - 1].start + pts[pts.length - 1].width;
+  const top = Math.max(0.01, ...pts.map((p) => Math.max(p.all.ctr.high || 0, p.all.hit_rate.value || 0)));
+  const x = (t) => L + ((t - t0) / Math.max(1, t1 - t0)) * (W - L - R);
+  const y = (v) => T + (1 - v / top) * (H - T - B);
+  const mid = (p) => p.start + p.width / 2;
+  const line = (get) => pts.filter((p) => get(p) != null).map((p) => `${x(mid(p)).toFixed(1)},${y(get(p)).toFixed(1)}`).join(" ");
+  const band = pts.map((p) => `${x(mid(p)).toFixed(1)},${y(p.all.ctr.high).toFixed(1)}`).concat(
+    pts.slice().reverse().map((p) => `${x(mid(p)).toFixed(1)},${y(p.all.ctr.low).toFixed(1)}`)).join(" ");
+  const time = (t) => new Date(t * 1000).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  const last = pts[pts.length - 1].all;
+  return `<svg class="chart" viewBox="0 0 ${W} ${H}" role="img" aria-label="CTR and hit rate over time; latest CTR ${pct(last.ctr.value)}, hit rate ${pct(last.hit_rate.value)}">
+    <line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" class="axis"/><line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" class="axis"/>
+    <text x="${L - 4}" y="${T + 10}" text-anchor="end">${pct(top)}</text><text x="${L - 4}" y="${H - B}" text-anchor="end">0</text>
+    <text x="${L}" y="${H - 6}">${esc(time(t0))}</text><text x="${W - R}" y="${H - 6}" text-anchor="end">${esc(time(t1))}</text>
+    <polygon points="${band}" class="band"/>
+    <polyline points="${line((p) => p.all.ctr.value)}" class="ctr"/>
+    <polyline points="${line((p) => p.all.hit_rate.value)}" class="hit"/></svg>
+    <p class="meta"><span class="key ctr"></span> CTR (band: 95% interval) · <span class="key hit"></span> hit rate@${esc(String(state.onlineK || 10))} · per bucket of serving time</p>`;
+}
+
+function onlinePanel(o) {
+  if (!o) return `<p class="meta">The online evaluation needs a key with scope read_private (or demo mode).</p>`;
+  state.onlineK = o.k;
+  const m = o.overall;
+  const unattributed = Object.values(o.unattributed || {}).reduce((a, b) => a + b, 0);
+  return `<div class="kpis"><div class="kpi"><b>${pct(m.ctr.value)}</b>CTR [${pct(m.ctr.low)}, ${pct(m.ctr.high)}]</div>
+      <div class="kpi"><b>${pct(m.hit_rate.value)}</b>hit rate@${o.k} [${pct(m.hit_rate.low)}, ${pct(m.hit_rate.high)}]</div>
+      <div class="kpi"><b>${m.impressions}</b>impressions · ${m.clicks} clicks</div>
+      <div class="kpi"><b>${m.lists}</b>lists shown · ${unattributed} unattributed events</div></div>
+    ${onlineChart(o.series)}
+    ${onlineTable("By source (what put the item in the list)", o.by_source)}
+    ${onlineTable("By ranker version (served artifact)", o.by_version)}
+    ${onlineTable("By arm", o.by_arm)}
+    ${onlineTable("Exploration slot vs the rest", o.by_slot)}`;
+}
+
+function trainerPanel(t) {
+  if (!t) return "";
+  if (!t.readable) return `<section><h2>Trainer</h2><p class="meta">The trainer's status file could not be read.</p></section>`;
+  const when = (s) => (s == null ? "–" : new Date(s * 1000).toLocaleString());
+  const score = (v) => (v == null ? "–" : Number(v).toFixed(4));
+  const l = t.last;
+  const last = l ? `<table><caption>Last run</caption><thead><tr><th></th><th>NDCG@10</th><th>hit@10</th></tr></thead><tbody>
+      <tr><td>candidate</td><td>${score(l.candidate?.["ndcg@10"])}</td><td>${score(l.candidate?.["hit@10"])}</td></tr>
+      <tr><td>serving</td><td>${score(l.serving?.["ndcg@10"])}</td><td>${score(l.serving?.["hit@10"])}</td></tr></tbody></table>
+    <p class="meta">${esc(l.kind || "")} run finished ${esc(when(l.finished))} · ${l.promoted ? "promoted" : "not promoted"} · ${l.cases ?? "–"} cases · ${l.seconds == null ? "–" : Number(l.seconds).toFixed(1)} s${l.error ? ` · error: ${esc(l.error)}` : ""}</p>` : "";
+  return `<section aria-labelledby="trainer-h"><h2 id="trainer-h">Trainer</h2>
+    <div class="kpis"><div class="kpi"><b>${esc(t.state || "unknown")}</b>${esc(t.step || "")}</div>
+      <div class="kpi"><b>${t.runs ?? "–"}</b>runs · ${t.promotions ?? "–"} promotions · ${t.failures ?? "–"} failures</div>
+      <div class="kpi"><b>${t.lag_records ?? "–"}</b>records not yet trained on</div>
+      <div class="kpi"><b>${esc(when(t.updated))}</b>last update</div></div>${last}</section>`;
+}
+
 let liveTimer = null;
 async function renderDashboard(nav = state.nav) {
   status("");
@@ -174,12 +245,20 @@ async function renderDashboard(nav = state.nav) {
       <table><tbody>${rows(Object.entries(data.catalog))}</tbody></table>
       <table id="event-types"><caption>Events by type</caption><thead><tr>${data.events.header.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead>
         <tbody>${rows(data.events.rows)}</tbody></table></section>
+    <section aria-labelledby="online-h"><h2 id="online-h">Online (from the shop's impressions, clicks and purchases)</h2>
+      <div id="online">${onlinePanel(data.online)}</div></section>
+    <div id="trainer">${trainerPanel(data.trainer)}</div>
     ${data.reports.map((r) => `<section><h2>${esc(r.title)}</h2>
         <table><thead><tr>${r.header.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead><tbody>${rows(r.rows)}</tbody></table>
         ${r.note ? `<p class="meta">${esc(r.note)}</p>` : ""}
         ${r.plot ? `<img class="plot" src="${esc(r.plot)}" alt="${esc(r.title)} plot" loading="lazy">` : ""}</section>`).join("")}`;
+  let ticks = 0;
   const tick = async () => {
     if (!$("#live")) { clearInterval(liveTimer); return; }
+    if (++ticks % 5 === 0) {  // the online panel and the trainer every 10 s
+      const d = await api("/storefront/dashboard");
+      if ($("#online")) { $("#online").innerHTML = onlinePanel(d.online); $("#trainer").innerHTML = trainerPanel(d.trainer); }
+    }
     const s = await api("/stats");
     $("#live").innerHTML = `<div class="kpi"><b>${s.live.rate_per_s}</b>requests/s</div>
       <div class="kpi"><b>${s.live.requests}</b>requests in ${s.live.window_s} s</div>
