@@ -66,6 +66,8 @@ def serve(
     experiment: Optional[str] = typer.Option(None, "--experiment", help="PATH[:SHARE]: a second artifact of the same "
                                              "dataset recommends to SHARE (default 0.5) of the shoppers, by a hash "
                                              "of their id; /stats/online compares the arms (docs/online.md)."),
+    trainer: bool = typer.Option(False, "--trainer", help="Also run the trainer role (`shopmind trainer` with its "
+                                 "default schedule) in its own process beside the server, stopped with it."),
 ) -> None:
     """Run the HTTP API (search, recommendations, events) over a trained artifact. POST /admin/reload swaps in
     a new artifact without dropping requests; the event log lives in serving.state_dir."""
@@ -81,9 +83,34 @@ def serve(
         settings = state.settings(**{"serving.mode": mode})
         folder = artifact_dir or _artifact_dir(settings, dataset)
         err.print(f"loading {folder} ({settings.serving.mode} mode) …")
-        run(folder, settings, host, port, workers, parse_experiment(experiment))
+        child = _start_trainer(folder) if trainer else None
+        try:
+            run(folder, settings, host, port, workers, parse_experiment(experiment))
+        finally:
+            if child is not None and child.poll() is None:
+                child.terminate()
+                child.wait(timeout=60)
 
     _guard(body)
+
+
+def _start_trainer(folder: Path) -> Any:
+    """`shopmind trainer` for the served artifact's dataset, in its own process (training never runs in a
+    serving worker), with this command's store, config and data options; its log goes to stderr."""
+    import json
+    import subprocess
+    import sys
+
+    try:
+        name = json.loads((Path(folder) / "manifest.json").read_text())["dataset"]
+    except (OSError, ValueError, KeyError):
+        raise ValueError(f"{folder}: not a shopmind artifact; --trainer needs one to know the dataset") from None
+    cmd = [sys.executable, "-m", "shopmind.cli"]
+    for flag, value in (("--store", state.store), ("--config", state.config), ("--data-dir", state.data_dir)):
+        if value:
+            cmd += [flag, str(value)]
+    err.print(f"trainer for {name} in its own process", highlight=False)
+    return subprocess.Popen([*cmd, "trainer", name, "--artifact", str(folder)])
 
 
 keys_app = typer.Typer(help="API keys: scopes read, read_private, write, session, admin (docs/security.md).",
