@@ -18,7 +18,7 @@ order), the trainer's runs (kind, seconds, outcome, gate figures), the retrainin
 post to the reload of an artifact trained on it) and the shipper's lag. The stream is paced (--rate events
 per second) so that the trainer runs while it plays, as in a shop.
 
-    .venv/bin/python bench/bench_loop.py                         # amazon2018-magazine, writes bench/results/loop.*
+    .venv/bin/python bench/bench_loop.py                         # writes bench/results/loop-<dataset>.*
     .venv/bin/python bench/bench_loop.py --dataset ml-100k --rate 40 --max-events 4000
     .venv/bin/python bench/bench_loop.py --timing amazon-scientific   # retrain times on amazon-scientific only
 """
@@ -380,7 +380,7 @@ def timing(dataset: str, root: Path, env: dict[str, str], users: int) -> list[di
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", default="amazon2018-magazine")
+    ap.add_argument("--dataset", default="amazon2018-allbeauty")
     ap.add_argument("--share", type=float, default=0.2, help="Newest share of the events streamed.")
     ap.add_argument("--rate", type=float, default=4.0, help="Streamed events per second.")
     ap.add_argument("--max-events", type=int, default=None)
@@ -416,10 +416,11 @@ def main(argv: list[str] | None = None) -> int:
                    machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                    command="python bench/bench_loop.py " + " ".join(argv if argv is not None else sys.argv[1:]))
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "loop.json").write_text(json.dumps(res, indent=1, default=str))
+        name = f"loop-{args.dataset}" if args.variants else f"loop-timing-{args.timing}"
+        (args.out / f"{name}.json").write_text(json.dumps(res, indent=1, default=str))
         if "variants" in res:
-            (args.out / "loop.md").write_text(markdown(res))
-            plot(res, args.out / "loop.png")
+            (args.out / f"{name}.md").write_text(markdown(res))
+            plot(res, args.out / f"{name}.png")
             print(markdown(res))
         else:
             print(json.dumps(res.get("timing"), indent=1))

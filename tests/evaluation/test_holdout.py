@@ -30,7 +30,7 @@ def test_untimed_events_are_older_and_the_slice_is_the_newest_share(tmp_path):
     events += [("a", f"i{k % 10}", 1000.0 + k, None) for k in range(10)]
     with _store(tmp_path, events) as s:
         f = events_frame(s, "d")
-        assert list(f["item_id"][:3]) == ["i1", "i2", "i3"] or not np.isfinite(f["t"][:3]).any()
+        assert set(f["item_id"][:3]) == {"i1", "i2", "i3"}
         assert not np.isfinite(f["t"][:3]).any() and np.isfinite(f["t"][3:]).all()
         assert choose_slice(f, since=2000.0) is None  # nothing newer than the served data
         cut = choose_slice(f, since=1003.0, share=0.5)  # 6 new events (1004..1009): the newest 3
@@ -45,15 +45,19 @@ def test_recent_protocol_never_trains_on_the_slice(tmp_path):
     with _store(tmp_path, events) as s:
         f = events_frame(s, "d")
         cut = choose_slice(f, since=None, share=0.25)
-        p = recent_protocol(s, "d", f, cut)
+        p = recent_protocol(s, "d", f, cut, targets_per_user=1)
         frame = p.frame
         assert frame.loc[frame["split"] != "test", "t"].max() < cut.start <= frame.loc[frame["split"] == "test", "t"].min()
         # full = every event before the slice; train = full minus each user's last one (the valid cases)
         assert sum(map(len, p.full.sequences)) == int((f["t"] < cut.start).sum())
-        assert sum(map(len, p.train.sequences)) + len(p.valid.targets) == sum(map(len, p.full.sequences))
+        held = int((frame["split"] == "valid").sum())
+        assert held == 20 and sum(map(len, p.train.sequences)) + held == sum(map(len, p.full.sequences))
+        assert 0 < len(p.valid.targets) <= held  # (a last item the user had before is no validation case)
         # a test case: the user's first slice item, with the whole pre-slice history
-        first = f[f["t"] >= cut.start].drop_duplicates("user_id")
-        assert len(p.test.targets) == len(first) == 20
+        seen = set(zip(f.loc[f["t"] < cut.start, "user_id"], f.loc[f["t"] < cut.start, "item_id"]))
+        after = f[f["t"] >= cut.start]
+        first = after[[(u, i) not in seen for u, i in zip(after["user_id"], after["item_id"])]].drop_duplicates("user_id")
+        assert len(p.test.targets) == len(first) > 0
         for u, h, t in zip(p.test.users, p.test.histories, p.test.targets):
             user = p.full.user_ids[u]
             row = first[first["user_id"] == user].iloc[0]
@@ -61,6 +65,14 @@ def test_recent_protocol_never_trains_on_the_slice(tmp_path):
             before = f[(f["user_id"] == user) & (f["t"] < cut.start)]["item_id"].tolist()
             assert [p.full.item_ids[x] for x in h] == before
         assert p.mask_history
+        # up to three targets per user: distinct slice items new to them, each with the pre-slice history
+        p3 = recent_protocol(s, "d", f, cut)
+        assert len(p.test.targets) < len(p3.test.targets) <= 3 * len(p.test.targets)
+        for u, h, t in zip(p3.test.users, p3.test.histories, p3.test.targets):
+            user = p3.full.user_ids[u]
+            later = f[(f["user_id"] == user) & (f["t"] >= cut.start)]["item_id"].drop_duplicates().tolist()
+            assert p3.full.item_ids[t] in later[:3] and t not in set(h.tolist())
+            assert len(h) == len(p.full.sequences[u])
 
 
 def test_cases_need_a_history_and_remap_drops_unknown_items(tmp_path):

@@ -7,8 +7,9 @@ model retrained on what happened since predict what happens next better than the
   benchmark sequence, count as older than every timestamped one; then seq, then event id);
 - the **slice** is the newest `share` of the events that are newer than the served artifact's training
   data (`since`, unix seconds), so the served model has never seen any of it;
-- a **case** is one user with an event in the slice and at least one event before it: the target is their
-  first slice item, the history everything they did before the slice (what serving would know online);
+- a **case** is one user with an event in the slice and at least one event before it: a target is one of
+  their first three distinct slice items that are new to them, the history everything they did before the
+  slice (what serving would know online);
 - the candidate is fitted on everything before the slice (its ranker on each user's last pre-slice event,
   leave-one-out) and both models rank the full catalog for every case, without the user's history items.
 """
@@ -71,10 +72,13 @@ def choose_slice(frame: pd.DataFrame, since: float | None, share: float = 0.5, m
 
 
 def recent_protocol(store: Store, dataset: str, frame: pd.DataFrame, cut: Slice, max_cases: int = 5000,
-                    seed: int = 0) -> Protocol:
+                    seed: int = 0, targets_per_user: int = 3) -> Protocol:
     """A Protocol for `ranking.train.train_pipeline`: `full` = events before the slice, `train` = `full`
     without each user's last event, `valid` = those last events (leave-one-out, for early stopping and the
-    ranker), `test` = the slice cases (at most `max_cases`, a seeded sample). Histories mask in the ranking."""
+    ranker), `test` = the slice cases (at most `max_cases`, a seeded sample): per user, their first
+    `targets_per_user` distinct slice items that are new to them, each judged on the whole pre-slice
+    history (so a shopper who does much in the slice weighs more, but never with a leaked history).
+    Histories mask in the ranking."""
     catalog = [r[0] for r in store.con.execute("SELECT item_id FROM items WHERE dataset = ?", [dataset]).fetchall()]
     before = frame[frame["t"] < cut.start].copy()
     after = frame[frame["t"] >= cut.start]
@@ -88,7 +92,10 @@ def recent_protocol(store: Store, dataset: str, frame: pd.DataFrame, cut: Slice,
     full.with_groups(groups)
     train.with_groups(groups)
     valid = _cases(before[before["split"] == "valid"], train)
-    first = after.drop_duplicates("user_id", keep="first")
+    seen = before[["user_id", "item_id"]].drop_duplicates()
+    new = after.merge(seen, on=["user_id", "item_id"], how="left", indicator=True)
+    new = new[new["_merge"] == "left_only"].drop(columns="_merge")  # serving never re-recommends what they had
+    first = new.drop_duplicates(["user_id", "item_id"], keep="first").groupby("user_id", sort=False).head(targets_per_user)
     test = _cases(first, full, max_cases, seed)
     split_frame = pd.concat([before, after.assign(split="test")], ignore_index=True)
     split_frame["timestamp"] = pd.to_datetime(split_frame["timestamp"])
@@ -96,11 +103,12 @@ def recent_protocol(store: Store, dataset: str, frame: pd.DataFrame, cut: Slice,
 
 
 def _cases(rows: pd.DataFrame, base: Interactions, max_cases: int | None = None, seed: int = 0) -> Cases:
-    """Cases of these (user, target) rows against `base`: users `base` knows with a non-empty history."""
+    """Cases of these (user, target) rows against `base`: users `base` knows with a non-empty history, targets
+    not in that history."""
     users, hist, targets = [], [], []
     for user, item in zip(rows["user_id"].astype(str), rows["item_id"].astype(str)):
         u, i = base.user_index(user), base.item_index(item)
-        if u is None or i is None or not len(base.sequences[u]):
+        if u is None or i is None or not len(base.sequences[u]) or i in set(base.sequences[u].tolist()):
             continue
         users.append(u)
         hist.append(base.sequences[u])

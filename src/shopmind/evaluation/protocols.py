@@ -142,6 +142,9 @@ def build(store: Store, dataset: str, protocol: str | None = None, mask_history:
     assert split_fn is not None
     mask = mask if mask_history is None else mask_history
     df = split_fn(store, dataset)
+    # Every item of any split gets an index, also when the catalog lacks it (a dataset of reviews without
+    # metadata): the index must not depend on the split.
+    catalog = sorted(set(catalog) | set(df["item_id"].dropna().astype(str)))
     order = ["timestamp", "seq", "event_id"] if df["timestamp"].notna().all() else ["seq", "event_id"]
     train = Interactions.from_frame(df[df["split"] == "train"], catalog, order)
     full = Interactions.from_frame(df[df["split"] != "test"], catalog, order)

@@ -68,7 +68,12 @@ class Artifact:
 
 
 def _catalog_frame(store: Store, dataset: str, item_ids: np.ndarray) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    cat = Catalog.load(store, dataset).frame.set_index("item_id")
+    try:
+        cat = Catalog.load(store, dataset).frame.set_index("item_id")
+    except ValueError:  # events without a catalog (reviews published without metadata): ids only
+        cat = pd.DataFrame({"item_id": [str(i) for i in item_ids], "title": None, "description": None,
+                            "brand": None, "price": np.nan, "path": [[] for _ in item_ids],
+                            "attrs": [{} for _ in item_ids]}).set_index("item_id")
     tables = {t[0] for t in store.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     cards = dict(store.con.execute("SELECT item_id, card FROM knowledge_cards WHERE dataset = ?", [dataset]).fetchall()) \
         if "knowledge_cards" in tables else {}
