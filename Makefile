@@ -51,6 +51,8 @@ bench: install
 	$(BIN)/python bench/bench_demo.py
 	$(BIN)/python bench/bench_cli_startup.py
 	$(BIN)/python bench/bench_security.py --before 6683b81
+	$(BIN)/python bench/bench_loop.py --rate 5 --trainer-args "--every-events 50 --every-minutes 1 --full-every-minutes 60 --min-cases 20 --every 2" --timing ''
+	$(BIN)/python bench/bench_loop.py --variants '' --timing amazon-scientific
 
 clean:
 	rm -rf $(VENV) shopmind.duckdb shopmind.duckdb.wal shopmind.rejects .pytest_cache

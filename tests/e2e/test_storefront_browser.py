@@ -135,7 +135,16 @@ def _walk(page, server: str) -> None:
     expect(page.get_by_role("heading", name="Live traffic (last minute)")).to_be_visible(timeout=10_000)
     expect(page.locator("#routes tbody tr").first).to_be_visible(timeout=10_000)
     expect(page.locator("#event-types tbody tr").first).to_be_visible(timeout=10_000)
-    page.screenshot(path=str(SHOTS / "6-dashboard.png"))
+    # Online evaluation from what this shopper was shown and bought: the storefront posted impressions with
+    # each list's rec_id, and the purchase of a recommended item carried it too.
+    expect(page.locator("#online-h")).to_be_visible(timeout=10_000)
+    expect(page.locator("#online table caption", has_text="By source")).to_be_visible(timeout=10_000)
+    impressions = int(page.locator("#online .kpi b").nth(2).inner_text())
+    assert impressions >= 10
+    per_source = page.locator("#online table").first.locator("tbody tr").evaluate_all(
+        "rows => rows.map(r => [r.cells[0].innerText, +r.cells[1].innerText, +r.cells[6].innerText])")
+    assert 0 < sum(n for _, n, _ in per_source) <= impressions and sum(b for _, _, b in per_source) >= 1, per_source
+    page.screenshot(path=str(SHOTS / "6-dashboard.png"), full_page=True)
 
     # Responsive: on a phone-sized screen nothing is wider than the screen (no sideways scrolling).
     page.set_viewport_size({"width": 390, "height": 844})

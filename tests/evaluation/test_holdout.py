@@ -41,11 +41,11 @@ def test_untimed_events_are_older_and_the_slice_is_the_newest_share(tmp_path):
 
 def test_recent_protocol_never_trains_on_the_slice(tmp_path):
     rng = np.random.default_rng(0)
-    events = [(f"u{u}", f"i{rng.integers(10)}", 100.0 * k + u, None) for k in range(12) for u in range(20)]
+    events = [(f"u{u}", f"i{rng.integers(60)}", 100.0 * k + u, None) for k in range(28) for u in range(20)]
     with _store(tmp_path, events) as s:
         f = events_frame(s, "d")
         cut = choose_slice(f, since=None, share=0.25)
-        p = recent_protocol(s, "d", f, cut, targets_per_user=1)
+        p = recent_protocol(s, "d", f, cut)
         frame = p.frame
         assert frame.loc[frame["split"] != "test", "t"].max() < cut.start <= frame.loc[frame["split"] == "test", "t"].min()
         # full = every event before the slice; train = full minus each user's last one (the valid cases)
@@ -53,26 +53,21 @@ def test_recent_protocol_never_trains_on_the_slice(tmp_path):
         held = int((frame["split"] == "valid").sum())
         assert held == 20 and sum(map(len, p.train.sequences)) + held == sum(map(len, p.full.sequences))
         assert 0 < len(p.valid.targets) <= held  # (a last item the user had before is no validation case)
-        # a test case: the user's first slice item, with the whole pre-slice history
-        seen = set(zip(f.loc[f["t"] < cut.start, "user_id"], f.loc[f["t"] < cut.start, "item_id"]))
-        after = f[f["t"] >= cut.start]
-        first = after[[(u, i) not in seen for u, i in zip(after["user_id"], after["item_id"])]].drop_duplicates("user_id")
-        assert len(p.test.targets) == len(first) > 0
-        for u, h, t in zip(p.test.users, p.test.histories, p.test.targets):
-            user = p.full.user_ids[u]
-            row = first[first["user_id"] == user].iloc[0]
-            assert p.full.item_ids[t] == row["item_id"]
-            before = f[(f["user_id"] == user) & (f["t"] < cut.start)]["item_id"].tolist()
-            assert [p.full.item_ids[x] for x in h] == before
+        # test cases: each slice event, in time order, of a user who did something before it, on an item new
+        # to them; the history is everything they did before it (pre-slice and earlier in the slice)
+        expected, done, per = [], {}, {}
+        for u, i, t in zip(f["user_id"], f["item_id"], f["t"]):
+            h = done.setdefault(u, [])
+            if t >= cut.start and h and i not in h and per.get(u, 0) < 5:
+                per[u] = per.get(u, 0) + 1
+                expected.append((list(h), i))
+            h.append(i)
+        got = [([p.full.item_ids[x] for x in h], p.full.item_ids[t]) for h, t in zip(p.test.histories, p.test.targets)]
+        assert got == expected and len(got) > 20 and p.test.users is None
+        assert max(per.values()) == 5
+        one = recent_protocol(s, "d", f, cut, targets_per_user=1)
+        assert len(one.test.targets) == len({u for u in per})
         assert p.mask_history
-        # up to three targets per user: distinct slice items new to them, each with the pre-slice history
-        p3 = recent_protocol(s, "d", f, cut)
-        assert len(p.test.targets) < len(p3.test.targets) <= 3 * len(p.test.targets)
-        for u, h, t in zip(p3.test.users, p3.test.histories, p3.test.targets):
-            user = p3.full.user_ids[u]
-            later = f[(f["user_id"] == user) & (f["t"] >= cut.start)]["item_id"].drop_duplicates().tolist()
-            assert p3.full.item_ids[t] in later[:3] and t not in set(h.tolist())
-            assert len(h) == len(p.full.sequences[u])
 
 
 def test_cases_need_a_history_and_remap_drops_unknown_items(tmp_path):

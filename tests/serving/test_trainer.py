@@ -103,8 +103,11 @@ def test_cheap_run_ships_judges_and_promotes_with_a_reload_record(shop):
                                     "GROUP BY item_id", [DATASET]).fetchall())
     expect = np.array([counts.get(str(i), 0) for i in loaded.item_ids], np.float64)
     np.testing.assert_allclose(new_pop / new_pop.sum(), expect / expect.sum(), rtol=1e-6)
-    # nothing new since: no run
+    # nothing new since: no run; new events count from the promoted artifact's data on
     assert t.tick() is None
+    more = _post_new_events(settings, n=150, seed=2)
+    again = t.tick()
+    assert again is not None and again["kind"] == "cheap" and t.status.pending_events == len(more)
 
 
 def test_a_worse_candidate_is_rejected_and_the_served_artifact_kept(shop, monkeypatch):

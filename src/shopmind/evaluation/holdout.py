@@ -7,9 +7,9 @@ model retrained on what happened since predict what happens next better than the
   benchmark sequence, count as older than every timestamped one; then seq, then event id);
 - the **slice** is the newest `share` of the events that are newer than the served artifact's training
   data (`since`, unix seconds), so the served model has never seen any of it;
-- a **case** is one user with an event in the slice and at least one event before it: a target is one of
-  their first three distinct slice items that are new to them, the history everything they did before the
-  slice (what serving would know online);
+- a **case** is a slice event of a user who did something before it, on an item new to them: the history
+  is everything they did before it, before the slice and earlier in it (what serving knows online from
+  the event log), the target its item (at most five cases per user);
 - the candidate is fitted on everything before the slice (its ranker on each user's last pre-slice event,
   leave-one-out) and both models rank the full catalog for every case, without the user's history items.
 """
@@ -72,12 +72,10 @@ def choose_slice(frame: pd.DataFrame, since: float | None, share: float = 0.5, m
 
 
 def recent_protocol(store: Store, dataset: str, frame: pd.DataFrame, cut: Slice, max_cases: int = 5000,
-                    seed: int = 0, targets_per_user: int = 3) -> Protocol:
+                    seed: int = 0, targets_per_user: int = 5) -> Protocol:
     """A Protocol for `ranking.train.train_pipeline`: `full` = events before the slice, `train` = `full`
     without each user's last event, `valid` = those last events (leave-one-out, for early stopping and the
-    ranker), `test` = the slice cases (at most `max_cases`, a seeded sample): per user, their first
-    `targets_per_user` distinct slice items that are new to them, each judged on the whole pre-slice
-    history (so a shopper who does much in the slice weighs more, but never with a leaked history).
+    ranker), `test` = the slice cases (at most `max_cases`, a seeded sample; see `_slice_cases`).
     Histories mask in the ranking."""
     catalog = [r[0] for r in store.con.execute("SELECT item_id FROM items WHERE dataset = ?", [dataset]).fetchall()]
     before = frame[frame["t"] < cut.start].copy()
@@ -92,14 +90,35 @@ def recent_protocol(store: Store, dataset: str, frame: pd.DataFrame, cut: Slice,
     full.with_groups(groups)
     train.with_groups(groups)
     valid = _cases(before[before["split"] == "valid"], train)
-    seen = before[["user_id", "item_id"]].drop_duplicates()
-    new = after.merge(seen, on=["user_id", "item_id"], how="left", indicator=True)
-    new = new[new["_merge"] == "left_only"].drop(columns="_merge")  # serving never re-recommends what they had
-    first = new.drop_duplicates(["user_id", "item_id"], keep="first").groupby("user_id", sort=False).head(targets_per_user)
-    test = _cases(first, full, max_cases, seed)
+    test = _slice_cases(after, full, max_cases, seed, targets_per_user)
     split_frame = pd.concat([before, after.assign(split="test")], ignore_index=True)
     split_frame["timestamp"] = pd.to_datetime(split_frame["timestamp"])
     return Protocol("recent", True, train, valid, full, test, split_frame)
+
+
+def _slice_cases(after: pd.DataFrame, full: Interactions, max_cases: int, seed: int, per_user: int) -> Cases:
+    """Next-event cases in the slice, in time order: an event of a user who did something before it is a case
+    when its item is new to them (serving never re-recommends what they had); the history is everything they
+    did before it, before the slice and earlier in it, as serving knows it online from the event log. The
+    models were fitted on the pre-slice events only, so no case's target was ever trained on. At most
+    `per_user` cases per user (a shopper busy in the slice does not outweigh the others)."""
+    history = {str(u): list(s) for u, s in zip(full.user_ids, full.sequences)}
+    count: dict[str, int] = {}
+    hist, targets = [], []
+    for user, item in zip(after["user_id"].astype(str), after["item_id"].astype(str)):
+        i = full.item_index(item)
+        h = history.setdefault(user, [])
+        if i is None:
+            continue
+        if h and i not in h and count.get(user, 0) < per_user:
+            count[user] = count.get(user, 0) + 1
+            hist.append(np.array(h, np.int64))
+            targets.append(i)
+        h.append(i)
+    if len(targets) > max_cases:
+        pick = np.sort(np.random.default_rng(seed).choice(len(targets), max_cases, replace=False))
+        hist, targets = [hist[i] for i in pick], [targets[i] for i in pick]
+    return Cases(None, hist, np.array(targets, np.int64))
 
 
 def _cases(rows: pd.DataFrame, base: Interactions, max_cases: int | None = None, seed: int = 0) -> Cases:

@@ -456,6 +456,7 @@ class Trainer:
         A.forget_tombstoned(self.folder, Tombstones(s.privacy_dir), self.dataset)  # forgotten meanwhile
         if kind == "full":
             self._last_full = now
+        self._pending_at_last_run = 0  # new events now count from the promoted artifact's data
         self.status.promotions += 1
         self._request_reload()
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 FILE = "trainer.json"
-STATES = ("idle", "shipping", "training", "evaluating", "promoting", "failed")
+STATES = ("idle", "shipping", "training", "evaluating", "promoting", "failed", "stopped")
+OUTCOMES = ("promoted", "rejected", "deferred", "failed")
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][^\s/\\'\"]+)+[/\\]?")
 
 
@@ -44,7 +45,8 @@ def parse(raw: Any) -> dict[str, Any]:
     state = raw.get("state")
     out: dict[str, Any] = {"readable": True, "state": state if state in STATES else None, "step": _text(raw.get("step")),
                            "updated": _num(raw.get("updated")),
-                           **{k: _count(raw.get(k)) for k in ("runs", "promotions", "failures", "lag_records")},
+                           **{k: _count(raw.get(k)) for k in ("runs", "promotions", "failures", "deferred",
+                                                              "lag_records", "pending_events")},
                            "last": None}
     last = raw.get("last")
     if isinstance(last, dict):
@@ -52,6 +54,8 @@ def parse(raw: Any) -> dict[str, Any]:
         promoted = last.get("promoted")
         out["last"] = {"finished": _num(last.get("finished")), "kind": kind if kind in ("cheap", "full") else None,
                        "promoted": promoted if isinstance(promoted, bool) else None,
+                       "outcome": last.get("outcome") if last.get("outcome") in OUTCOMES else None,
+                       "reason": _text(last.get("reason")),
                        "candidate": _scores(last.get("candidate")), "serving": _scores(last.get("serving")),
                        "cases": _count(last.get("cases")), "seconds": _num(last.get("seconds")),
                        "error": _text(last.get("error"), 300)}

@@ -224,7 +224,7 @@ function trainerPanel(t) {
   const last = l ? `<table><caption>Last run</caption><thead><tr><th></th><th>NDCG@10</th><th>hit@10</th></tr></thead><tbody>
       <tr><td>candidate</td><td>${score(l.candidate?.["ndcg@10"])}</td><td>${score(l.candidate?.["hit@10"])}</td></tr>
       <tr><td>serving</td><td>${score(l.serving?.["ndcg@10"])}</td><td>${score(l.serving?.["hit@10"])}</td></tr></tbody></table>
-    <p class="meta">${esc(l.kind || "")} run finished ${esc(when(l.finished))} · ${l.promoted ? "promoted" : "not promoted"} · ${l.cases ?? "–"} cases · ${l.seconds == null ? "–" : Number(l.seconds).toFixed(1)} s${l.error ? ` · error: ${esc(l.error)}` : ""}</p>` : "";
+    <p class="meta">${esc(l.kind || "")} run finished ${esc(when(l.finished))} · ${esc(l.outcome || (l.promoted ? "promoted" : "not promoted"))}${l.reason ? ` (${esc(l.reason)})` : ""} · ${l.cases ?? "–"} cases · ${l.seconds == null ? "–" : Number(l.seconds).toFixed(1)} s${l.error ? ` · error: ${esc(l.error)}` : ""}</p>` : "";
   return `<section aria-labelledby="trainer-h"><h2 id="trainer-h">Trainer</h2>
     <div class="kpis"><div class="kpi"><b>${esc(t.state || "unknown")}</b>${esc(t.step || "")}</div>
       <div class="kpi"><b>${t.runs ?? "–"}</b>runs · ${t.promotions ?? "–"} promotions · ${t.failures ?? "–"} failures</div>
