@@ -155,6 +155,7 @@ def test_a_failed_training_leaves_the_served_artifact_untouched(shop, monkeypatc
     if where != "load":  # (forget_tombstoned runs after the swap: the new artifact is in place and loads)
         assert _digest(art) == digest
         assert not _reloads(settings)
+    assert t.tick() is None  # after a failure the trainer waits (every_s, at most 5 minutes) before retrying
     A.load(art)  # whatever happened, the served folder is a complete artifact
     leftovers = [p.name for p in art.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == [], leftovers

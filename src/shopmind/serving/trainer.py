@@ -195,6 +195,9 @@ class Trainer:
     def _due(self, pending: int) -> str | None:
         """'full', 'cheap' or None."""
         c = self.config
+        last = self.status.last or {}
+        if last.get("outcome") == "failed" and time.time() - self._last_run < min(max(c.every_s, c.poll_s), 300):
+            return None  # after a failure, wait before the next attempt (at most 5 minutes)
         if self._manifest() is None:
             return "full"
         if pending <= 0:
