@@ -174,3 +174,21 @@ def test_full_run_retrains_every_source_and_is_gated(shop):
     ev = json.loads((art / "evaluation.json").read_text())
     assert ev["protocol"] == "recent" and ev["users"]["test"] == result["cases"]
     A.load(art)
+
+
+def test_a_promotion_killed_between_its_renames_is_undone_at_start(shop):
+    """kill -9 after `folder -> .old` and before `candidate -> folder`: no served folder. The next trainer puts
+    the old one back and removes the killed run's temporary folder."""
+    settings, art = shop["settings"], shop["artifact"]
+    digest = _digest(art)
+    aside = art.with_name(f".{art.name}.old-1234")
+    art.rename(aside)
+    work = art.parent / f".trainer-{DATASET}-x1y2"
+    (work / "candidate").mkdir(parents=True)
+    t = Trainer(settings, DATASET, art)
+    assert _digest(art) == digest and not aside.exists() and not work.exists()
+    A.load(art)
+    with pytest.raises(ValueError, match="another trainer is running"):  # one trainer per state folder
+        Trainer(settings, DATASET, art)
+    t.close()
+    Trainer(settings, DATASET, art).close()

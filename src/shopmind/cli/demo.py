@@ -266,7 +266,10 @@ def _finish(quiet: bool) -> None:
         config = TrainerConfig(gate="off", sources={n: dict(v) for n, v in DEFAULT_SOURCES.items()})
         trainer = Trainer(settings, DEMO_SERVE, folder, config,
                           on_step=lambda m: err.print(f"train {DEMO_SERVE} (full): {m}", highlight=False))
-        result = trainer.run_once("full")
+        try:
+            result = trainer.run_once("full")
+        finally:
+            trainer.close()
         done(f"train {DEMO_SERVE} (full, swapped in)", t, "done" if result.get("promoted") else
              f"failed: {result.get('error') or result.get('reason')}")
     try:

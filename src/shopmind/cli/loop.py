@@ -83,14 +83,17 @@ def trainer(
         folder = artifact_dir or _artifact_dir(settings, dataset)
         with status("trainer …") as shown:
             t = Trainer(settings, dataset, folder, config, on_step=lambda m: shown.update(f"trainer {dataset}: {m}"))
-            if once:
-                return t.run_once(once, ship=True)
-            err.print(f"trainer for {dataset}: {folder}; status in {t.status_path}", highlight=False)
-            stop = threading.Event()
             try:
-                t.loop(stop)
-            except KeyboardInterrupt:
-                stop.set()
+                if once:
+                    return t.run_once(once, ship=True)
+                err.print(f"trainer for {dataset}: {folder}; status in {t.status_path}", highlight=False)
+                stop = threading.Event()
+                try:
+                    t.loop(stop)
+                except KeyboardInterrupt:
+                    stop.set()
+            finally:
+                t.close()
         return None
 
     result = _guard(body, (ValueError,))

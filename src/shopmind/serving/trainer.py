@@ -20,6 +20,7 @@ Status: `<state_dir>/<dataset>/trainer.json` (read by /metrics and the dashboard
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import re
@@ -109,12 +110,41 @@ class Trainer:
         self.state_dir = Path(settings.state_dir) / dataset
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.status_path = self.state_dir / "trainer.json"
+        # One trainer per dataset and state folder: a second one would retrain the same artifact and remove
+        # the first one's temporary folders as a killed run's leftovers.
+        self._lock = open(self.state_dir / "trainer.lock", "a+b")
+        try:
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise ValueError(f"another trainer is running for {dataset} on this state folder") from None
         self.status = Status(dataset)
         self._last_run = self._served_time()  # the time schedule counts from when the served model was made
         self._pending_at_last_run = 0
         self._last_full = self._served_full_time()
         self._shipped_at = 0.0
-        self._report: dict[str, Any] = {}  # the last full run's training report (results on the held-out cases)
+        self._report: dict[str, Any] = {}
+        self._recover()
+
+    def close(self) -> None:
+        """Let another trainer take over (also when this process ends)."""
+        self._lock.close()
+
+    def _recover(self) -> None:
+        """Undo what a killed run left: a swap cut between its two renames (no served folder, the old one
+        aside: it is put back) and its temporary folders."""
+        parent = self.folder.parent
+        if not parent.is_dir():
+            return
+        old = sorted(parent.glob(f".{self.folder.name}.old-*"))
+        if not (self.folder / "manifest.json").is_file() and old and (old[-1] / "manifest.json").is_file():
+            if self.folder.exists():
+                shutil.rmtree(self.folder)
+            old[-1].rename(self.folder)
+            log.warning("restored the served artifact from %s (a promotion was cut short)", old[-1].name)
+            old = old[:-1]
+        for path in [*old, *parent.glob(f".trainer-{self.dataset}-*")]:
+            shutil.rmtree(path, ignore_errors=True)  # the last full run's training report (results on the held-out cases)
 
     # -- status --------------------------------------------------------------------------------------------
     def _step(self, state: str, step: str) -> None:
@@ -235,9 +265,11 @@ class Trainer:
         self._last_run = t0
         self._pending_at_last_run = self.status.pending_events
         self.status.runs += 1
-        work = Path(tempfile.mkdtemp(prefix=f".trainer-{self.dataset}-", dir=self.folder.parent))
         result: dict[str, Any] = {"kind": kind, "started": t0, "data_until": self._shipped_at or t0, "promoted": False}
+        work: Path | None = None
         try:
+            self.folder.parent.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f".trainer-{self.dataset}-", dir=self.folder.parent))
             result.update(self._run(kind, work, result))
         except Exception as e:
             log.error("training run failed, the served artifact is unchanged: %s", _one_line(e))
@@ -245,7 +277,8 @@ class Trainer:
             result.update(error=_one_line(e), outcome="failed")
             self.status.failures += 1
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            if work is not None:
+                shutil.rmtree(work, ignore_errors=True)
         result["finished"] = time.time()
         result["seconds"] = round(result["finished"] - t0, 1)
         if result.get("outcome") == "deferred":
@@ -274,7 +307,8 @@ class Trainer:
             purge_forgotten(snap, Tombstones(s.privacy_dir), self.dataset)
             frame = events_frame(snap, self.dataset)
             if not len(frame):
-                raise ValueError(f"{self.dataset} has no events in the store")
+                raise ValueError(f"{self.dataset} has no events with an item in the store (ingest it, or post "
+                                 "events to a server of it, first)")
             since = ((served_manifest or {}).get("through") or {}).get("newest")
             cut = choose_slice(frame, since, c.holdout_share) if served is not None else None
             gated = served is not None and c.gate != "off"
