@@ -24,9 +24,7 @@ import pandas as pd
 from ..data.interactions import Interactions
 from ..data.store import Store
 from .protocols import Cases, Protocol, item_group_labels
-
-
-NOT_INTERACTIONS = ("impression",)  # shown, not chosen: never a training signal nor a target
+from .timesplit import EXCLUDED_TYPES  # impressions (shown, not chosen) and searches never train
 
 
 @dataclass
@@ -41,18 +39,11 @@ def events_frame(store: Store, dataset: str) -> pd.DataFrame:
     without a timestamp), sorted by (t, seq, event_id)."""
     df = store.table("SELECT user_id, item_id, type, value, timestamp, seq, event_id FROM events "
                      "WHERE dataset = ? AND item_id IS NOT NULL AND type NOT IN (SELECT unnest(?))",
-                     [dataset, list(NOT_INTERACTIONS)])
+                     [dataset, list(EXCLUDED_TYPES)])
     ts = pd.to_datetime(df["timestamp"])
     df["t"] = np.array([-np.inf if pd.isna(x) else x.timestamp() for x in ts], np.float64)
     df["seq"] = df["seq"].fillna(0)
     return df.sort_values(["t", "seq", "event_id"], kind="stable").reset_index(drop=True)
-
-
-def newest_time(frame: pd.DataFrame) -> float | None:
-    """The newest event time in the frame (None when no event has a timestamp)."""
-    t = frame["t"].to_numpy()
-    t = t[np.isfinite(t)]
-    return float(t.max()) if len(t) else None
 
 
 def choose_slice(frame: pd.DataFrame, since: float | None, share: float = 0.5, max_events: int = 50_000

@@ -32,14 +32,15 @@ import scipy.sparse as sp
 from ..data.forget import purge_forgotten, replace_file
 from ..data.store import Store
 from ..data.tombstones import Tombstones
+from ..evaluation.timesplit import EXCLUDED_TYPES
 from ..ranking.features import ItemInfo
 from ..ranking.pipeline import RankingPipeline
 from ..ranking.sources import Sources
 from ..search.catalog import Catalog
 from ..search.ltr import LTRRanker
+from .shipper import FORMAT as LOG_FORMAT  # the ingest-run format of events shipped from the serving log
 
 FORMAT = 1
-LOG_FORMAT = "serving-log"  # the ingest-run format of events shipped from the serving log (serving/shipper.py)
 PURCHASE_TYPES = ("purchase",)
 
 
@@ -117,8 +118,9 @@ def save(folder: str | Path, pipeline: RankingPipeline, store: Store, dataset: s
     # The served base histories leave out events that came from the serving log (shipped by the shipper):
     # the server replays its whole log on top of them at start, so they would count twice.
     events = store.table("SELECT user_id, item_id, type FROM events WHERE dataset = ? AND item_id IS NOT NULL "
-                         "AND run_id NOT IN (SELECT run_id FROM ingest_runs WHERE format = ?) AND type <> 'impression' "
-                         "ORDER BY user_id, timestamp NULLS FIRST, seq NULLS FIRST, event_id", [dataset, LOG_FORMAT])
+                         "AND run_id NOT IN (SELECT run_id FROM ingest_runs WHERE format = ?) "
+                         "AND type NOT IN (SELECT unnest(?)) ORDER BY user_id, timestamp NULLS FIRST, seq NULLS FIRST, "
+                         "event_id", [dataset, LOG_FORMAT, list(EXCLUDED_TYPES)])
     newest = store.con.execute("SELECT max(timestamp), count(*) FROM events WHERE dataset = ?", [dataset]).fetchone()
     events = events[events["item_id"].astype(str).isin(index)]
     rows = events["item_id"].astype(str).map(index).to_numpy(np.int64)

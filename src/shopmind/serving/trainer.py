@@ -41,6 +41,7 @@ from ..data.store import Store, StoreError
 from ..evaluation import metrics as M
 from ..evaluation.holdout import choose_slice, events_frame, recent_protocol, remap
 from ..evaluation.protocols import Cases
+from ..evaluation.timesplit import EXCLUDED_TYPES
 from ..fsutil import fsync_dir
 from ..ranking.pipeline import RankingPipeline
 from ..ranking.sources import DEFAULT_SOURCES, Sources
@@ -123,7 +124,7 @@ class Trainer:
         self._pending_at_last_run = 0
         self._last_full = self._served_full_time()
         self._shipped_at = 0.0
-        self._report: dict[str, Any] = {}
+        self._report: dict[str, Any] = {}  # the last full run's training report (results on the held-out cases)
         self._recover()
 
     def close(self) -> None:
@@ -144,7 +145,7 @@ class Trainer:
             log.warning("restored the served artifact from %s (a promotion was cut short)", old[-1].name)
             old = old[:-1]
         for path in [*old, *parent.glob(f".trainer-{self.dataset}-*")]:
-            shutil.rmtree(path, ignore_errors=True)  # the last full run's training report (results on the held-out cases)
+            shutil.rmtree(path, ignore_errors=True)
 
     # -- status --------------------------------------------------------------------------------------------
     def _step(self, state: str, step: str) -> None:
@@ -176,12 +177,7 @@ class Trainer:
     def _served_full_time(self) -> float:
         m = self._manifest() or {}
         t = (m.get("trainer") or {}).get("full_at")
-        if t:
-            return float(t)
-        try:
-            return (self.folder / "manifest.json").stat().st_mtime
-        except OSError:
-            return 0.0
+        return float(t) if t else self._served_time()
 
     # -- the schedule --------------------------------------------------------------------------------------
     def tick(self) -> dict[str, Any] | None:
@@ -211,12 +207,13 @@ class Trainer:
         since = ((m or {}).get("through") or {}).get("newest")
         try:
             with Store(self.settings.store.path) as store:
-                sql = "SELECT count(*) FROM events WHERE dataset = ? AND type <> 'impression' AND timestamp "
+                sql = ("SELECT count(*) FROM events WHERE dataset = ? AND item_id IS NOT NULL "
+                       "AND type NOT IN (SELECT unnest(?)) AND timestamp ")  # what trains: see holdout.events_frame
+                args = [self.dataset, list(EXCLUDED_TYPES)]
                 if since is None:
-                    n = store.con.execute(sql + "IS NOT NULL", [self.dataset]).fetchone()[0]
+                    n = store.con.execute(sql + "IS NOT NULL", args).fetchone()[0]
                 else:
-                    n = store.con.execute(sql + "> make_timestamp(CAST(? * 1e6 AS BIGINT))",
-                                          [self.dataset, since]).fetchone()[0]
+                    n = store.con.execute(sql + "> make_timestamp(CAST(? * 1e6 AS BIGINT))", [*args, since]).fetchone()[0]
         except StoreError:
             return None
         self.status.pending_events = int(n)
@@ -324,7 +321,7 @@ class Trainer:
                                  "cases": len(proto.test.targets)} if cut is not None and proto else None
             # 2. the candidate, fitted on everything before the slice
             if kind == "full":
-                candidate, report = self._fit_full(snap, proto, frame, served)
+                candidate, report = self._fit_full(snap, proto, vectors_all, served)
                 result["train_report"] = {k: report[k] for k in ("seconds", "best_source") if k in report}
                 self._report = report
             else:
@@ -361,17 +358,17 @@ class Trainer:
         if self.config.sources:
             return self.config.sources
         if served is not None:
-            return {n: {k: v for k, v in cfg.items()} for n, cfg in served.pipeline.sources.config.items()}
+            return {n: dict(cfg) for n, cfg in served.pipeline.sources.config.items()}
         return {n: dict(v) for n, v in DEFAULT_SOURCES.items()}
 
-    def _fit_full(self, store: Store, proto: Any, frame: Any, served: A.Artifact | None
+    def _fit_full(self, store: Store, proto: Any, vectors_for: Any, served: A.Artifact | None
                   ) -> tuple[RankingPipeline, dict[str, Any]]:
         from ..evaluation.protocols import build
         from ..ranking.train import train_pipeline
 
         if proto is None:  # the first artifact, or no gate: the dataset's own protocol
             proto = build(store, self.dataset)
-        vectors = self._vectors(store, frame)(proto.full.item_ids)
+        vectors = vectors_for(proto.full.item_ids)
         # Validation chooses again: the served model's tuned values (epochs) were chosen on older data.
         config = {n: {k: v for k, v in cfg.items() if k not in TUNED_KEYS}
                   for n, cfg in self._source_config(served).items()}
