@@ -11,7 +11,7 @@ export SHOPMIND_DATA_DIR
 export HF_HUB_OFFLINE := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: install demo test bench clean browser
+.PHONY: install demo test bench clean browser extras postgres
 
 install: $(STAMP)
 
@@ -21,6 +21,19 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  command -v apt-get >/dev/null 2>&1 || { echo "install Chromium for the browser tests"; exit 1; }; \
 	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# PostgreSQL's server binaries (Debian's postgresql package) for the tests' throwaway clusters (root or sudo).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 || { echo "install PostgreSQL (initdb, pg_ctl) for the store tests"; exit 1; }; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+# The optional extras the tests exercise: PostgreSQL (psycopg) and Ray. The embedded install stays without them.
+EXTRAS := $(VENV)/.extras
+extras: $(EXTRAS)
+$(EXTRAS): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[lm,test,postgres,scale]'
+	touch $(EXTRAS)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +48,7 @@ DEMO_PORT ?= 8000
 demo: install
 	$(BIN)/shopmind demo --serve --port $(DEMO_PORT)
 
-test: install browser
+test: install extras browser postgres
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 bench: install

@@ -76,3 +76,74 @@ def served(demo_run: dict, onnx_dir: Path, tmp_path_factory: pytest.TempPathFact
                                  str(tmp / "artifact"), "--json"], env=env)
     assert r.exit_code == 0, r.output
     return {"store": store, "artifact": tmp / "artifact", "report": json.loads(r.stdout), "env": env, "tmp": tmp}
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A throwaway PostgreSQL cluster (initdb + pg_ctl, Debian's postgresql package) for this test process,
+    stopped and removed after. Without the server binaries: a failure in CI (make test installs them), a skip
+    with the reason elsewhere."""
+    from shopmind.data.pglocal import LocalCluster, PostgresUnavailable
+
+    try:
+        cluster = LocalCluster()
+    except PostgresUnavailable as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL must be installed in CI: {e}")
+        pytest.skip(f"PostgreSQL tests skipped: {e}")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("psycopg must be installed in CI (pip install -e '.[postgres]')")
+        pytest.skip("PostgreSQL tests skipped: psycopg is not installed (pip install -e '.[postgres]')")
+    cluster.start()
+    yield cluster
+    cluster.close()
+
+
+_DB_COUNTER = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def pg_url(pg_cluster) -> str:
+    """A fresh, empty database on the session's cluster."""
+    return pg_cluster.create_database(f"t{os.getpid()}_{next(_DB_COUNTER)}")
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def backend(request) -> str:
+    """Each test that takes it runs once per store backend."""
+    return request.param
+
+
+@pytest.fixture
+def store_at(backend: str, tmp_path: Path, request):
+    """`store_at(name="s")`: a store target of this test's backend (a DuckDB path, or a fresh PostgreSQL
+    database's URL); the same name gives the same target. Open it with `open_store(target)`."""
+    targets: dict[str, object] = {}
+
+    def make(name: str = "s"):
+        if name not in targets:
+            if backend == "duckdb":
+                targets[name] = tmp_path / f"{name}.duckdb"
+            else:
+                cluster = request.getfixturevalue("pg_cluster")
+                targets[name] = cluster.create_database(f"t{os.getpid()}_{next(_DB_COUNTER)}")
+        return targets[name]
+
+    return make
+
+
+@pytest.fixture
+def backend_settings(settings_for, store_at):
+    """settings_for on this test's backend: store.url set for PostgreSQL (store.path still names the local
+    folders: knowledge, serving state, privacy)."""
+
+    def make(**overrides):
+        target = store_at()
+        if isinstance(target, str):
+            overrides.setdefault("store.url", target)
+        return settings_for(**overrides)
+
+    return make

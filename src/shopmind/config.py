@@ -26,6 +26,9 @@ class _Section(BaseModel):
 
 class StoreSettings(_Section):
     path: Path = Path("shopmind.duckdb")
+    # PostgreSQL instead of the DuckDB file (postgresql://user:password@host:port/db, env SHOPMIND_STORE_URL).
+    # The local folders named after `path` (knowledge, serving state, privacy) stay on each host.
+    url: str | None = Field(None, repr=False, pattern=r"^postgres(ql)?://")
 
 
 class DataSettings(_Section):
@@ -132,6 +135,10 @@ class Settings(_Section):
         d = self.model_dump(mode="json")
         if d["ingest"]["user_id_salt"]:
             d["ingest"]["user_id_salt"] = "***"
+        if d["store"]["url"]:
+            from .data.pgstore import redact
+
+            d["store"]["url"] = redact(d["store"]["url"])
         d["derived"] = {"cache_dir": str(self.cache_dir), "rejects_dir": str(self.rejects_dir),
                         "knowledge_dir": str(self.knowledge_dir), "onnx_dir": str(self.onnx_dir),
                         "state_dir": str(self.state_dir),

@@ -12,21 +12,21 @@ import pytest
 from shopmind.data.adapters import FormatError, Mapping, open_adapter
 from shopmind.data.api import open_source
 from shopmind.data.ingest import Ingestor
-from shopmind.data.store import Store
+from shopmind.data.store import Store, open_store
 
 
 def _rejects(report) -> list[dict]:
     return [json.loads(line) for line in Path(report.rejects_file).read_text().splitlines()]
 
 
-def _ingest(tmp_path: Path, path: Path, mapping: Mapping, chunk_size: int = 50_000):
-    with Store(tmp_path / "s.duckdb") as store:
+def _ingest(target, tmp_path: Path, path: Path, mapping: Mapping, chunk_size: int = 50_000):
+    with open_store(target) as store:
         report = Ingestor(store, "t", chunk_size=chunk_size, rejects_dir=tmp_path / "rej").run(
             open_adapter(path, "generic", mapping=mapping))
         return report, store.stats("t")
 
 
-def test_csv_bad_rows_rejected_with_line_and_reason(tmp_path: Path) -> None:
+def test_csv_bad_rows_rejected_with_line_and_reason(store_at, tmp_path: Path) -> None:
     f = tmp_path / "items.csv"
     f.write_bytes(
         b"item_id,title,price,categories\n"
@@ -38,7 +38,7 @@ def test_csv_bad_rows_rejected_with_line_and_reason(tmp_path: Path) -> None:
         b"a1,Drill again,20.0,Tools\n"            # line 7: duplicate id
         b"a5,\"Multi\nline title\",2.5,Home\n"    # lines 8-9: one quoted record
         b"a6,Negative,-3,Home\n")                 # line 10: out of range
-    report, stats = _ingest(tmp_path, f, Mapping(kind="items"))
+    report, stats = _ingest(store_at(), tmp_path, f, Mapping(kind="items"))
     assert report.status == "completed_with_rejects"
     assert report.counts["item"]["inserted"] == 2 and stats["items"] == 2
     rejects = {r["line"]: r for r in _rejects(report)}
@@ -52,12 +52,12 @@ def test_csv_bad_rows_rejected_with_line_and_reason(tmp_path: Path) -> None:
     assert all(r["file"] == str(f) for r in rejects.values())
 
 
-def test_csv_latin1_with_right_encoding_is_accepted(tmp_path: Path) -> None:
+def test_csv_latin1_with_right_encoding_is_accepted(store_at, tmp_path: Path) -> None:
     f = tmp_path / "items.csv"
     f.write_bytes("item_id,title\nb1,Café table 3/4\"\n".encode("latin-1"))
-    report, _ = _ingest(tmp_path, f, Mapping(kind="items", encoding="latin-1"))
+    report, _ = _ingest(store_at(), tmp_path, f, Mapping(kind="items", encoding="latin-1"))
     assert report.rejected == 0
-    with Store(tmp_path / "s.duckdb", read_only=True) as store:
+    with open_store(store_at("s"), read_only=True) as store:
         assert store.con.execute("SELECT title FROM items").fetchone()[0] == 'Café table 3/4"'
 
 
@@ -66,7 +66,7 @@ def test_unknown_encoding_fails_before_any_write(tmp_path: Path) -> None:
         Mapping(kind="items", encoding="klingon")
 
 
-def test_jsonl_events_bad_lines(tmp_path: Path) -> None:
+def test_jsonl_events_bad_lines(store_at, tmp_path: Path) -> None:
     f = tmp_path / "events.jsonl"
     lines = [
         {"user_id": "u1", "item_id": "i1", "type": "purchase", "value": 2, "timestamp": "2024-05-01T10:00:00Z"},
@@ -78,7 +78,7 @@ def test_jsonl_events_bad_lines(tmp_path: Path) -> None:
         {"user_id": "u3", "item_id": "i3", "type": "view", "timestamp": "yesterday-ish"},
     ]
     f.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
-    report, stats = _ingest(tmp_path, f, Mapping(kind="events"))
+    report, stats = _ingest(store_at(), tmp_path, f, Mapping(kind="events"))
     assert stats["events"] == 2 and stats["event_types"] == {"purchase": 1, "search": 1}
     rejects = {r["line"]: r["reason"] for r in _rejects(report)}
     assert set(rejects) == {2, 3, 4, 5, 7}
@@ -89,7 +89,7 @@ def test_jsonl_events_bad_lines(tmp_path: Path) -> None:
     assert "timestamp" in rejects[7]
 
 
-def test_truncated_gzip_keeps_complete_lines_and_rejects_the_rest(tmp_path: Path, data_dir: Path) -> None:
+def test_truncated_gzip_keeps_complete_lines_and_rejects_the_rest(store_at, tmp_path: Path, data_dir: Path) -> None:
     """A real review file cut in the middle: every complete line before the cut is ingested."""
     src = data_dir / "amazon2018-giftcards" / "Gift_Cards_5.json.gz"
     folder = tmp_path / "cut"
@@ -98,7 +98,7 @@ def test_truncated_gzip_keeps_complete_lines_and_rejects_the_rest(tmp_path: Path
     (folder / "Gift_Cards_5.json.gz").write_bytes(data[: len(data) // 2])
     with gzip.open(src, "rt") as fh:
         total = sum(1 for _ in fh)
-    with Store(tmp_path / "s.duckdb") as store:
+    with open_store(store_at("s")) as store:
         report = Ingestor(store, "cut", rejects_dir=tmp_path / "rej").run(open_adapter(folder, "amazon"))
         events = store.stats("cut")["events"]
     rejects = _rejects(report)
@@ -139,8 +139,8 @@ def test_crash_mid_run_leaves_store_consistent_and_rerun_completes(tmp_path: Pat
         assert report.counts["event"]["unchanged"] == n
 
 
-def test_interrupted_run_marked(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.duckdb") as store:
+def test_interrupted_run_marked(store_at, tmp_path: Path) -> None:
+    with open_store(store_at("s")) as store:
         run = store.start_run("x", "generic", "f", [])
         store.start_run("x", "generic", "f", [])
         assert store.runs("x")[0]["run_id"] == run and store.runs("x")[0]["status"] == "interrupted"
@@ -154,7 +154,7 @@ def test_not_a_dataset_path_is_a_clear_error(tmp_path: Path, settings_for) -> No
         open_adapter(tmp_path / "x.bin", "generic")
 
 
-def test_unisrec_broken_history_rejected(tmp_path: Path, data_dir: Path) -> None:
+def test_unisrec_broken_history_rejected(store_at, tmp_path: Path, data_dir: Path) -> None:
     """A user whose rows do not chain is rejected as a whole, the others load."""
     folder = tmp_path / "sci"
     shutil.copytree(data_dir / "amazon-scientific", folder)
@@ -163,7 +163,7 @@ def test_unisrec_broken_history_rejected(tmp_path: Path, data_dir: Path) -> None
     user, hist, target = lines[1].split("\t")
     lines[1] = "\t".join([user, "999999 " + hist.split(" ", 1)[1], target])
     (folder / "Scientific.test.inter").write_text("\n".join(lines))
-    with Store(tmp_path / "s.duckdb") as store:
+    with open_store(store_at("s")) as store:
         report = Ingestor(store, "sci", rejects_dir=tmp_path / "r").run(open_adapter(folder))
         assert store.stats("sci")["users"] == 8441
     assert any("does not continue" in r["reason"] and r["line"] == 2 for r in _rejects(report))

@@ -8,11 +8,11 @@ from pathlib import Path
 from shopmind.data.adapters import open_adapter
 from shopmind.data.ingest import Ingestor
 from shopmind.data.schema import hash_user_id
-from shopmind.data.store import Store
+from shopmind.data.store import open_store
 
 
-def test_reingest_real_file_adds_nothing(tmp_path: Path, data_dir: Path) -> None:
-    with Store(tmp_path / "s.duckdb") as store:
+def test_reingest_real_file_adds_nothing(store_at, tmp_path: Path, data_dir: Path) -> None:
+    with open_store(store_at("s")) as store:
         first = Ingestor(store, "beauty", chunk_size=30_000).run(open_adapter(data_dir / "s3rec-beauty"))
         second = Ingestor(store, "beauty", chunk_size=30_000).run(open_adapter(data_dir / "s3rec-beauty"))
         assert first.counts["event"]["inserted"] == 198_502
@@ -21,21 +21,21 @@ def test_reingest_real_file_adds_nothing(tmp_path: Path, data_dir: Path) -> None
         assert store.stats("beauty")["events"] == 198_502
 
 
-def test_duplicate_rows_as_published_stay_distinct_events(tmp_path: Path, data_dir: Path) -> None:
+def test_duplicate_rows_as_published_stay_distinct_events(store_at, tmp_path: Path, data_dir: Path) -> None:
     """All_Beauty has 1,027 byte-identical review lines; they are distinct events and stay so on rerun."""
-    with Store(tmp_path / "s.duckdb") as store:
+    with open_store(store_at("s")) as store:
         for _ in range(2):
             Ingestor(store, "ab").run(open_adapter(data_dir / "amazon2018-allbeauty"))
         assert store.stats("ab")["events"] == 5_269
 
 
-def test_changed_item_is_updated_new_item_inserted(tmp_path: Path, data_dir: Path) -> None:
+def test_changed_item_is_updated_new_item_inserted(store_at, tmp_path: Path, data_dir: Path) -> None:
     folder = tmp_path / "hd"
     folder.mkdir()
     rows = list(csv.reader(open(data_dir / "homedepot" / "products.csv", encoding="utf-8")))[:1001]
     with open(folder / "products.csv", "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows(rows)
-    with Store(tmp_path / "s.duckdb") as store:
+    with open_store(store_at("s")) as store:
         Ingestor(store, "hd").run(open_adapter(folder, "homedepot"))
         rows[1][1] = rows[1][1] + " (new version)"
         rows.append(["999999", "A brand new product"])
@@ -49,8 +49,8 @@ def test_changed_item_is_updated_new_item_inserted(tmp_path: Path, data_dir: Pat
         assert store.stats("hd")["items"] == 1001
 
 
-def test_user_ids_hashed_with_salt(tmp_path: Path, data_dir: Path) -> None:
-    with Store(tmp_path / "s.duckdb") as store:
+def test_user_ids_hashed_with_salt(store_at, tmp_path: Path, data_dir: Path) -> None:
+    with open_store(store_at("s")) as store:
         Ingestor(store, "ml", user_id_salt="s3cret").run(open_adapter(data_dir / "ml-100k"))
         users = {r[0] for r in store.con.execute("SELECT DISTINCT user_id FROM events WHERE dataset = 'ml'").fetchall()}
         profiles = {r[0] for r in store.con.execute("SELECT user_id FROM users WHERE dataset = 'ml'").fetchall()}

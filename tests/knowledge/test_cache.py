@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shopmind.data.store import Store
+from shopmind.data.store import open_store
 from shopmind.knowledge.tables import EmbeddingCache
 
 
@@ -30,8 +30,8 @@ class CountingEncoder:
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_cache_encodes_only_new_texts(tmp_path: Path, dtype: str) -> None:
-    with Store(tmp_path / "s.duckdb") as store:
+def test_cache_encodes_only_new_texts(store_at, tmp_path: Path, dtype: str) -> None:
+    with open_store(store_at("s")) as store:
         cache, enc = EmbeddingCache(store, dtype), CountingEncoder()
         texts = ["red mug", "blue mug", "red mug", "teapot"]
         first, n = cache.encode(enc, texts)
@@ -44,12 +44,12 @@ def test_cache_encodes_only_new_texts(tmp_path: Path, dtype: str) -> None:
         assert np.allclose(changed[0], first[0], atol=1e-3)
 
 
-def test_cache_keys_by_model(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.duckdb") as store:
+def test_cache_keys_by_model(store_at, tmp_path: Path) -> None:
+    with open_store(store_at("s")) as store:
         cache, a, b = EmbeddingCache(store), CountingEncoder(), CountingEncoder()
         b.model_id = "other|model"
         cache.encode(a, ["x"])
         _, n = cache.encode(b, ["x"])
         assert n == 1
     with pytest.raises(ValueError, match="float32 or float16"):
-        EmbeddingCache(Store(tmp_path / "t.duckdb"), "int4")
+        EmbeddingCache(open_store(store_at("t")), "int4")

@@ -58,7 +58,7 @@ def ingest(
 
     def body() -> list[IngestReport]:
         from ..data.adapters import Mapping
-        from ..data.store import Store
+        from ..data.store import open_store
 
         if not all_targets:
             raise ValueError("give at least one dataset name or path (see `shopmind datasets`)")
@@ -74,7 +74,7 @@ def ingest(
         if name and len(all_targets) > 1:
             raise ValueError("--name needs a single target")
         reports = []
-        with Store(settings.store.path) as store:
+        with open_store(settings) as store:
             for target in all_targets:
                 r = _run_ingest(store, settings, target, fmt=fmt, name=name, mapping=mapping, encoding=encoding,
                                 quiet=as_json, allow_empty=allow_empty)
@@ -98,12 +98,12 @@ def stats(
 
     def body() -> list[dict[str, Any]]:
         from ..data.api import stats_with_expected
-        from ..data.store import Store, StoreError
+        from ..data.store import StoreError, open_store
 
         settings = state.settings()
-        if not Path(settings.store.path).exists():
+        if not settings.store.url and not Path(settings.store.path).exists():
             raise StoreError(f"no store at {settings.store.path}; run `shopmind ingest` first")
-        with Store(settings.store.path, read_only=True) as store:
+        with open_store(settings, read_only=True) as store:
             names = datasets or store.datasets()
             unknown = [d for d in names if d not in store.datasets()]
             if unknown:
@@ -185,10 +185,10 @@ def split(
 
     def body() -> dict[str, Any]:
         from ..data.splits import make_split, summarize
-        from ..data.store import Store
+        from ..data.store import open_store
 
         settings = state.settings()
-        with Store(settings.store.path, read_only=True) as store:
+        with open_store(settings, read_only=True) as store:
             df = make_split(store, dataset, strategy)
         if output:
             df.to_csv(output, index=False) if output.suffix == ".csv" else df.to_parquet(output, index=False)

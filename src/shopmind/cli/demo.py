@@ -46,12 +46,12 @@ def demo(
     def body() -> dict[str, Any]:
         from ..data.api import stats_with_expected
         from ..data.registry import REGISTRY, DatasetError
-        from ..data.store import Store
+        from ..data.store import open_store
 
         settings = state.settings()
         t0 = time.perf_counter()
         steps, names = [], []
-        with Store(settings.store.path) as store:
+        with open_store(settings) as store:
             for name in REGISTRY:
                 t = time.perf_counter()
                 try:
@@ -244,7 +244,7 @@ def _finish(quiet: bool) -> None:
     swaps the artifact and every storefront worker reloads it), search evaluation on homedepot, the other
     mining. Appends its steps to the demo record (the dashboard shows them)."""
     from ..data.registry import DatasetError
-    from ..data.store import Store
+    from ..data.store import open_store
     from ..evaluation import search_eval
     from ..knowledge.mine import Miner
     from ..ranking.sources import DEFAULT_SOURCES
@@ -273,7 +273,7 @@ def _finish(quiet: bool) -> None:
         done(f"train {DEMO_SERVE} (full, swapped in)", t, "done" if result.get("promoted") else
              f"failed: {result.get('error') or result.get('reason')}")
     try:
-        with Store(settings.store.path) as store:
+        with open_store(settings) as store:
             if not (tuning_dir(settings, "homedepot") / "search.json").is_file() and "homedepot" in store.datasets():
                 t = time.perf_counter()
                 engine, _ = load_engine(store, settings, "homedepot")

@@ -36,13 +36,13 @@ def benchmark(
 
     def body() -> dict[str, Any]:
         from ..data.registry import REGISTRY
-        from ..data.store import Store
+        from ..data.store import open_store
         from ..evaluation import protocols, report, runner
 
         settings = state.settings()
         names = [m.strip() for m in models.split(",") if m.strip()]
         t0 = time.perf_counter()
-        with Store(settings.store.path) as store:
+        with open_store(settings) as store:
             if dataset not in store.datasets():
                 _run_ingest(store, settings, dataset, quiet=as_json)
             proto = protocols.build(store, dataset, protocol, mask)
@@ -89,11 +89,11 @@ def search(
     from ..search.catalog import Filters
 
     def body() -> dict[str, Any]:
-        from ..data.store import Store
+        from ..data.store import open_store
 
         settings = state.settings()
         parsed = Filters.parse(filters)
-        with Store(settings.store.path) as store:
+        with open_store(settings) as store:
             if dataset not in store.datasets():
                 raise ValueError(f"{dataset!r} is not in the store (run `shopmind ingest {dataset}` first)")
             with _step_progress(quiet=as_json) as on_step:
@@ -151,11 +151,11 @@ def evaluate_search(
     from ..search.build import finetune_encoder, load_engine, save_tuning
 
     def body() -> dict[str, Any]:
-        from ..data.store import Store
+        from ..data.store import open_store
 
         settings = state.settings()
         t0 = time.perf_counter()
-        with Store(settings.store.path) as store:
+        with open_store(settings) as store:
             if dataset not in store.datasets():
                 _run_ingest(store, settings, dataset, quiet=as_json)
             with _step_progress(quiet=as_json) as on_step:

@@ -21,11 +21,11 @@ def mine(
     from ..knowledge.mine import Miner, MiningError
 
     def body() -> list[dict[str, Any]]:
-        from ..data.store import Store
+        from ..data.store import open_store
 
         settings = state.settings(**{"knowledge.model": model, "knowledge.backend": backend})
         reports = []
-        with Store(settings.store.path) as store:
+        with open_store(settings) as store:
             missing = [d for d in datasets if d not in store.datasets()]
             if missing:
                 raise MiningError(f"not in the store: {', '.join(missing)} (run `shopmind ingest` first)")

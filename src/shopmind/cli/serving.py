@@ -26,13 +26,13 @@ def train(
     from ..serving import artifact
 
     def body() -> dict[str, Any]:
-        from ..data.store import Store
+        from ..data.store import open_store
 
         settings = state.settings()
         names = [x.strip() for x in sources.split(",") if x.strip()]
         config = {n: DEFAULT_SOURCES.get(n, {}) for n in names}
         t0 = time.perf_counter()
-        with Store(settings.store.path) as store:
+        with open_store(settings) as store:
             if dataset not in store.datasets():
                 _run_ingest(store, settings, dataset, quiet=as_json)
             with status("train …") as shown:

@@ -105,6 +105,18 @@ def compact_store(path: str | Path) -> bool:
     return True
 
 
+def vacuum_store(url: str) -> bool:
+    """PostgreSQL's counterpart of compact_store: VACUUM FULL rewrites every table with a user_id column and
+    the rejects, so deleted rows' bytes leave the table files (the server's WAL recycles them at its next
+    checkpoints; backups are the operator's to expire, see docs/privacy.md). Returns True when done."""
+    from .pgstore import PgStore
+
+    with PgStore(url) as store:
+        for table in [*store.user_tables(), "rejects"]:
+            store.con.execute(f'VACUUM FULL "{table}"')
+    return True
+
+
 def purge_forgotten(store: Store, tombstones: Tombstones, dataset: str) -> dict[str, int]:
     """Delete the rows of every tombstoned user still in the store for `dataset` (a forget that found the
     store locked). Users are found by the digest of the stored id, so a store of hashed ids (ingest

@@ -80,7 +80,8 @@ def temporal_split(store: Store, dataset: str, valid_fraction: float = 0.1, test
         raise SplitError(f"{dataset}: {missing} events have no timestamp; a temporal split needs times "
                          "(use leave_one_out for sequence datasets)")
     t_valid, t_test = store.con.execute(
-        "SELECT quantile_disc(timestamp, ?), quantile_disc(timestamp, ?) FROM events WHERE dataset = ?",
+        "SELECT percentile_disc(?) WITHIN GROUP (ORDER BY timestamp), percentile_disc(?) WITHIN GROUP (ORDER BY timestamp) "
+        "FROM events WHERE dataset = ?",
         [1 - valid_fraction - test_fraction, 1 - test_fraction, dataset]).fetchall()[0]
     df = store.table(f"SELECT {_EVENT_COLS} FROM events WHERE dataset = ? ORDER BY timestamp, event_id", [dataset])
     df["split"] = "train"

@@ -91,7 +91,11 @@ def _now() -> datetime:
 
 
 class Store:
-    """A DuckDB file (or ':memory:') with shopmind's tables. Use as a context manager."""
+    """A DuckDB file (or ':memory:') with shopmind's tables. Use as a context manager. `open_store` picks this
+    or the PostgreSQL store (data/pgstore.py) from the configured target; both run the same SQL."""
+
+    dialect = "duckdb"
+    row_key = "rowid"  # a row's physical address, for deleting rows found by a scan
 
     def __init__(self, path: str | Path = "shopmind.duckdb", read_only: bool = False) -> None:
         self.path = str(path)
@@ -103,11 +107,14 @@ class Store:
             raise StoreError(f"cannot open store {self.path}: {e} (is another shopmind process using it?)") from None
         if not read_only:
             self.con.execute(_DDL)
-            self.con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+            self.con.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", [str(SCHEMA_VERSION)])
         try:
             version = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
         except duckdb.CatalogException:
             raise StoreError(f"{self.path} is not a shopmind store (no meta table)") from None
+        self._check_version(version)
+
+    def _check_version(self, version: list[tuple]) -> None:
         if not version or int(version[0][0]) != SCHEMA_VERSION:
             found = version[0][0] if version else "none"
             raise StoreError(f"{self.path} has schema version {found}; this shopmind reads {SCHEMA_VERSION}")
@@ -121,8 +128,17 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def create_tables(self, statements: str) -> None:
+        """Run CREATE TABLE IF NOT EXISTS statements written with DuckDB's type names (PostgreSQL maps them)."""
+        self.con.execute(statements)
+
+    def tables(self) -> set[str]:
+        """The store's table names."""
+        return {r[0] for r in self.con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()").fetchall()}
+
     @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def transaction(self) -> Iterator[Any]:
         self.con.execute("BEGIN TRANSACTION")
         try:
             yield self.con
@@ -169,8 +185,8 @@ class Store:
         try:
             if table == "events":
                 known = self.con.execute(
-                    "SELECT count(*) FROM _stage s SEMI JOIN events t ON t.dataset = s.dataset "
-                    "AND t.event_id = s.event_id").fetchall()[0][0]
+                    "SELECT count(*) FROM _stage s WHERE EXISTS (SELECT 1 FROM events t WHERE t.dataset = s.dataset "
+                    "AND t.event_id = s.event_id)").fetchall()[0][0]
                 self.con.execute(f"INSERT INTO events ({cols}) SELECT {cols} FROM _stage ON CONFLICT DO NOTHING").fetchall()
                 return {"inserted": rows.num_rows - known, "updated": 0, "unchanged": known}
             new, changed = self.con.execute(
@@ -182,7 +198,7 @@ class Store:
                 self.con.execute(
                     f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _stage s WHERE NOT EXISTS ("
                     f"SELECT 1 FROM {table} t WHERE t.dataset = s.dataset AND t.{key} = s.{key} "
-                    f"AND t.content_hash = s.content_hash) ON CONFLICT DO UPDATE SET {updates}").fetchall()
+                    f"AND t.content_hash = s.content_hash) ON CONFLICT (dataset, {key}) DO UPDATE SET {updates}").fetchall()
             return {"inserted": new, "updated": changed, "unchanged": rows.num_rows - new - changed}
         finally:
             self.con.unregister("_stage")
@@ -197,14 +213,14 @@ class Store:
         """Every table with a user_id column (events, users, and derived ones such as user_profiles)."""
         return [r[0] for r in self.con.execute(
             "SELECT DISTINCT table_name FROM information_schema.columns WHERE column_name = 'user_id' "
-            "AND table_name <> 'rejects' ORDER BY 1").fetchall()]
+            "AND table_schema = current_schema() AND table_name <> 'rejects' ORDER BY 1").fetchall()]
 
     def forget_user(self, user_id: str, dataset: str | None = None, salt: str | None = None) -> dict[str, int]:
         """Delete the user's rows (in `dataset`, or every dataset) from every table with a user_id column,
         and the rejects rows whose raw text or reason names the user, in one transaction. `salt`: the
         ingest.user_id_salt, so the keyed hash ingest stored is removed too. Returns rows deleted per table."""
         ids = user_id_forms(user_id, salt)
-        where = "user_id IN (SELECT unnest(?))" + (" AND dataset = ?" if dataset else "")
+        where = "user_id = ANY(?)" + (" AND dataset = ?" if dataset else "")
         params: list[Any] = [ids] + ([dataset] if dataset else [])
         counts: dict[str, int] = {}
         with self.transaction():
@@ -213,13 +229,16 @@ class Store:
             rowids = set()
             for uid in ids:
                 cand = self.con.execute(
-                    "SELECT rowid, raw, reason FROM rejects WHERE (contains(raw, ?) OR contains(reason, ?))"
+                    f"SELECT {self.row_key}, raw, reason FROM rejects WHERE (strpos(raw, ?) > 0 OR strpos(reason, ?) > 0)"
                     + (" AND dataset = ?" if dataset else ""), [uid, uid] + ([dataset] if dataset else [])).fetchall()
                 rowids.update(r for r, raw, reason in cand if names_user(raw, uid) or names_user(reason, uid))
             if rowids:
-                self.con.execute("DELETE FROM rejects WHERE rowid IN (SELECT unnest(?))", [sorted(rowids)])
+                self._delete_rows("rejects", sorted(rowids))
             counts["rejects"] = len(rowids)
         return counts
+
+    def _delete_rows(self, table: str, keys: list[Any]) -> None:
+        self.con.execute(f"DELETE FROM {table} WHERE rowid = ANY(?)", [keys])
 
     # --- reads -----------------------------------------------------------------------------------
     def datasets(self) -> list[str]:
@@ -238,8 +257,8 @@ class Store:
         by_type = dict(q("SELECT type, count(*) FROM events WHERE dataset = ? GROUP BY 1 ORDER BY 1",
                          [dataset]).fetchall())
         items, with_title = q("SELECT count(*), count(title) FROM items WHERE dataset = ?", [dataset]).fetchall()[0]
-        cold = q("SELECT count(DISTINCT e.item_id) FROM events e ANTI JOIN items i "
-                 "ON i.dataset = e.dataset AND i.item_id = e.item_id WHERE e.dataset = ? AND e.item_id IS NOT NULL",
+        cold = q("SELECT count(DISTINCT e.item_id) FROM events e WHERE e.dataset = ? AND e.item_id IS NOT NULL "
+                 "AND NOT EXISTS (SELECT 1 FROM items i WHERE i.dataset = e.dataset AND i.item_id = e.item_id)",
                  [dataset]).fetchall()[0][0]
         judg, queries = q("SELECT count(*), count(DISTINCT query) FROM judgments WHERE dataset = ?",
                           [dataset]).fetchall()[0]
@@ -271,3 +290,20 @@ class Store:
     def table(self, sql: str, params: list[Any] | None = None) -> "Any":
         """Run a read query and return a pandas DataFrame."""
         return self.con.execute(sql, params or []).df()
+
+
+def open_store(target: Any = None, read_only: bool = False) -> Store:
+    """The configured store: `target` is Settings, StoreSettings, a PostgreSQL URL or a DuckDB path.
+    Settings choose PostgreSQL when `store.url` (env SHOPMIND_STORE_URL) is set, else the DuckDB file."""
+    from .pgstore import is_postgres_url
+
+    if target is None:
+        target = "shopmind.duckdb"
+    store_cfg = getattr(target, "store", target)  # Settings -> StoreSettings
+    if hasattr(store_cfg, "path") and hasattr(store_cfg, "url"):
+        target = store_cfg.url or store_cfg.path
+    if is_postgres_url(target):
+        from .pgstore import PgStore
+
+        return PgStore(str(target), read_only=read_only)
+    return Store(target, read_only=read_only)

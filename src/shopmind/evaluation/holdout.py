@@ -38,7 +38,7 @@ def events_frame(store: Store, dataset: str) -> pd.DataFrame:
     """Every item interaction (not impressions) of the dataset with a global order key `t` (unix seconds; -inf
     without a timestamp), sorted by (t, seq, event_id)."""
     df = store.table("SELECT user_id, item_id, type, value, timestamp, seq, event_id FROM events "
-                     "WHERE dataset = ? AND item_id IS NOT NULL AND type NOT IN (SELECT unnest(?))",
+                     "WHERE dataset = ? AND item_id IS NOT NULL AND type <> ALL(?)",
                      [dataset, list(EXCLUDED_TYPES)])
     ts = pd.to_datetime(df["timestamp"])
     df["t"] = np.array([-np.inf if pd.isna(x) else x.timestamp() for x in ts], np.float64)

@@ -13,6 +13,7 @@ the registry does not know (a shop's own data); registered datasets keep their p
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -69,12 +70,12 @@ def default_protocol(dataset: str) -> str:
 def item_group_labels(store: Store, dataset: str, item_ids: np.ndarray) -> list[list[str]]:
     """Each item's groups for per-category models: its category path, else the category text of UniSRec
     files, else S3-Rec attribute ids, else MovieLens genres; [] when the catalog has none of these."""
-    rows = store.con.execute(
-        "SELECT item_id, categories, json_extract_string(text_fields, '$.category_text'), "
-        "json_extract_string(attributes, '$.attribute_ids'), json_extract_string(attributes, '$.genres') "
-        "FROM items WHERE dataset = ?", [dataset]).fetchall()
+    rows = store.con.execute("SELECT item_id, categories, text_fields, attributes FROM items WHERE dataset = ?",
+                             [dataset]).fetchall()
     labels: dict[str, list[str]] = {}
-    for item, cats, cat_text, attr_ids, genres in rows:
+    for item, cats, text_fields, attributes in rows:
+        cat_text = _json_field(text_fields, "category_text")
+        attr_ids, genres = _json_field(attributes, "attribute_ids"), _json_field(attributes, "genres")
         if cats:
             labels[item] = [" > ".join(cats)]
         elif cat_text:
@@ -84,6 +85,15 @@ def item_group_labels(store: Store, dataset: str, item_ids: np.ndarray) -> list[
         elif genres:
             labels[item] = [f"genre:{g}" for g in genres.split("|") if g]
     return [labels.get(str(i), []) for i in item_ids]
+
+
+def _json_field(raw: str | None, key: str) -> str | None:
+    """A JSON object's field as text (a string as is, anything else as JSON), like json_extract_string."""
+    try:
+        value = json.loads(raw).get(key) if raw else None
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) or value is None else json.dumps(value)
 
 
 def _suffix(name: str, mask: bool) -> str:

@@ -90,7 +90,7 @@ def scrub_card(card: dict[str, Any], texts: Sequence[str]) -> bool:
 
 def forget_reviews(store: Store, texts: Sequence[str], dataset: str | None = None) -> int:
     """Scrub the store's knowledge cards (`dataset`, or all) of snippets quoted from `texts`; returns cards changed."""
-    tables = {r[0] for r in store.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    tables = store.tables()
     if not texts or "knowledge_cards" not in tables:
         return 0
     rows = store.con.execute("SELECT dataset, item_id, card FROM knowledge_cards"

@@ -118,7 +118,8 @@ class Miner:
         items = self.store.table("SELECT item_id, title, brand, categories, description, price, attributes, text_fields, "
                                  "related FROM items WHERE dataset = ? ORDER BY item_id", [dataset])
         events = self.store.table(
-            "SELECT event_id, user_id, item_id, type, value, epoch(timestamp) AS t, seq, review_text, summary FROM events "
+            "SELECT event_id, user_id, item_id, type, value, extract(epoch FROM timestamp) AS t, seq, review_text, summary "
+            "FROM events "
             "WHERE dataset = ? AND item_id IS NOT NULL ORDER BY user_id, t, seq, event_id", [dataset])
         if items.empty and events.empty:
             raise MiningError(f"{dataset}: no items or events in the store (run `shopmind ingest {dataset}` first)")

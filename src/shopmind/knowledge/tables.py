@@ -37,10 +37,12 @@ TABLES = ("item_texts", "item_keywords", "knowledge_cards", "user_profiles", "it
 def ensure_tables(store: Store) -> None:
     # Knowledge tables hold derived data that `mine` recomputes: a table from an older layout is dropped.
     cols = {r[0] for r in store.con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'user_profiles'").fetchall()}
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'user_profiles' "
+        "AND table_schema = current_schema()").fetchall()}
     if cols and "interests" not in cols:
         store.con.execute("DROP TABLE user_profiles")
-    store.con.execute(DDL)
+    if not set(TABLES) | {"embedding_cache"} <= store.tables():
+        store.create_tables(DDL)
 
 
 def text_hash(text: str) -> str:
@@ -92,7 +94,9 @@ class EmbeddingCache:
         with self.store.transaction():
             self.store.con.register("_vec", rows)
             try:
-                self.store.con.execute("INSERT OR REPLACE INTO embedding_cache SELECT * FROM _vec").fetchall()
+                self.store.con.execute("INSERT INTO embedding_cache SELECT * FROM _vec ON CONFLICT (model, text_hash) "
+                                       "DO UPDATE SET dtype = excluded.dtype, dim = excluded.dim, "
+                                       "vector = excluded.vector").fetchall()
             finally:
                 self.store.con.unregister("_vec")
 

@@ -75,7 +75,7 @@ def _catalog_frame(store: Store, dataset: str, item_ids: np.ndarray) -> tuple[pd
         cat = pd.DataFrame({"item_id": [str(i) for i in item_ids], "title": None, "description": None,
                             "brand": None, "price": np.nan, "path": [[] for _ in item_ids],
                             "attrs": [{} for _ in item_ids]}).set_index("item_id")
-    tables = {t[0] for t in store.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    tables = store.tables()
     cards = dict(store.con.execute("SELECT item_id, card FROM knowledge_cards WHERE dataset = ?", [dataset]).fetchall()) \
         if "knowledge_cards" in tables else {}
     frame = cat.reindex([str(i) for i in item_ids])
@@ -119,7 +119,7 @@ def save(folder: str | Path, pipeline: RankingPipeline, store: Store, dataset: s
     # the server replays its whole log on top of them at start, so they would count twice.
     events = store.table("SELECT user_id, item_id, type FROM events WHERE dataset = ? AND item_id IS NOT NULL "
                          "AND run_id NOT IN (SELECT run_id FROM ingest_runs WHERE format = ?) "
-                         "AND type NOT IN (SELECT unnest(?)) ORDER BY user_id, timestamp NULLS FIRST, seq NULLS FIRST, "
+                         "AND type <> ALL(?) ORDER BY user_id, timestamp NULLS FIRST, seq NULLS FIRST, "
                          "event_id", [dataset, LOG_FORMAT, list(EXCLUDED_TYPES)])
     newest = store.con.execute("SELECT max(timestamp), count(*) FROM events WHERE dataset = ?", [dataset]).fetchone()
     events = events[events["item_id"].astype(str).isin(index)]

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import Settings
-from ..data.forget import compact_store, scrub_rejects_files
-from ..data.store import Store, StoreError, user_id_forms
+from ..data.forget import compact_store, scrub_rejects_files, vacuum_store
+from ..data.store import Store, StoreError, open_store, user_id_forms
 from ..data.tombstones import Tombstones
 from ..knowledge.forget import forget_reviews
 from ..knowledge.forget import forget_user as forget_in_knowledge
@@ -60,11 +60,11 @@ def forget_everywhere(settings: Settings, user_id: str, datasets: Sequence[str] 
     path = Path(settings.store.path)
     texts: list[str] = []  # the user's reviews, read before the store forgets them (none when it is locked)
     report["store_compacted"] = False
-    if not path.is_file():
+    if not settings.store.url and not path.is_file():
         report["store"] = "missing"
     else:
         try:
-            with Store(path) as store:
+            with open_store(settings) as store:
                 texts = _review_texts(store, forms, datasets)
                 totals: dict[str, int] = {}
                 for scope in scopes:
@@ -76,7 +76,8 @@ def forget_everywhere(settings: Settings, user_id: str, datasets: Sequence[str] 
             report["store"] = "pending"
         if compact and report["store"] != "pending":
             try:
-                report["store_compacted"] = compact_store(path)
+                report["store_compacted"] = vacuum_store(settings.store.url) if settings.store.url \
+                    else compact_store(path)
             except StoreError:  # taken by another process meanwhile: the next forget (or a rebuild) compacts
                 pass
     report["rejects_files"] = sum(scrub_rejects_files(settings.rejects_dir, forms, scope) for scope in scopes)
@@ -109,7 +110,7 @@ def _forget_in_event_logs(state_dir: Path, user_id: str, datasets: Sequence[str]
 def _review_texts(store: Store, forms: Sequence[str], datasets: Sequence[str] | None) -> list[str]:
     """The user's review texts and summaries (knowledge cards may quote sentences of them)."""
     rows = store.con.execute(
-        "SELECT review_text, summary FROM events WHERE user_id IN (SELECT unnest(?))"
-        + (" AND dataset IN (SELECT unnest(?))" if datasets else ""), [list(forms)] + ([list(datasets)] if datasets else [])
+        "SELECT review_text, summary FROM events WHERE user_id = ANY(?)"
+        + (" AND dataset = ANY(?)" if datasets else ""), [list(forms)] + ([list(datasets)] if datasets else [])
     ).fetchall()
     return [t for r in rows for t in r if t]

@@ -51,7 +51,7 @@ import pyarrow as pa
 from ..config import Settings
 from ..data.forget import purge_forgotten
 from ..data.schema import hash_user_id
-from ..data.store import COLUMNS, Store, StoreError
+from ..data.store import COLUMNS, Store, StoreError, open_store
 from ..data.tombstones import Tombstones
 from .eventlog import hmac_digest, parse_line
 
@@ -292,7 +292,10 @@ class Shipper:
                 counts["forgotten_removed"] += self._apply_forget(key, record)
             ck = self.checkpoint()
             shipped = (ck["shipped"] if ck else 0) + counts["shipped"]
-            con.execute("INSERT OR REPLACE INTO ship_checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            con.execute("INSERT INTO ship_checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dataset) DO UPDATE SET "
+                        "log_path = excluded.log_path, log_inode = excluded.log_inode, log_offset = excluded.log_offset, "
+                        "tail = excluded.tail, shipped = excluded.shipped, run_id = excluded.run_id, "
+                        "updated_at = excluded.updated_at",
                         [self.dataset, str(self.path), inode, new_offset, tail, shipped, self.run_id, _now()])
             if self.run_id is not None:
                 done = self.totals["shipped"] + report["shipped"] + counts["shipped"]  # by this shipper
@@ -340,7 +343,7 @@ class Shipper:
                 [self.dataset, self.dataset, FORMAT]).fetchall()]
             doomed = [e for e in ids if self._digest(e) in gone]
             if doomed:
-                removed = con.execute("DELETE FROM events WHERE dataset = ? AND event_id IN (SELECT unnest(?))",
+                removed = con.execute("DELETE FROM events WHERE dataset = ? AND event_id = ANY(?)",
                                       [self.dataset, doomed]).fetchall()[0][0]
         con.execute("INSERT INTO ship_forgets VALUES (?, ?, ?, ?)", [self.dataset, key, removed, _now()])
         return int(removed)
@@ -396,7 +399,7 @@ def ship(settings: Settings, dataset: str, follow: bool = False, every_s: float 
     try:
         while True:
             try:
-                with Store(settings.store.path) as store:
+                with open_store(settings) as store:
                     if shipper is None:
                         shipper = Shipper(store, settings.state_dir, dataset, tombstones, salt=salt,
                                           batch_records=batch_records)
@@ -419,7 +422,7 @@ def ship(settings: Settings, dataset: str, follow: bool = False, every_s: float 
     totals: dict[str, Any] = dict(shipper.totals) if shipper is not None else dict.fromkeys(COUNTERS, 0)
     if follow and shipper is not None and run_id is not None:
         try:
-            with Store(settings.store.path) as store:
+            with open_store(settings) as store:
                 shipper.store = store
                 shipper.finish()
         except StoreError:

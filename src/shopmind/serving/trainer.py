@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import traceback
+from datetime import datetime, timezone
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -37,11 +38,12 @@ import numpy as np
 
 from ..data.interactions import Interactions
 from ..data.snapshot import snapshot
-from ..data.store import Store, StoreError
+from ..data.store import Store, StoreError, open_store
 from ..evaluation import metrics as M
 from ..evaluation.holdout import choose_slice, events_frame, recent_protocol, remap
 from ..evaluation.protocols import Cases
 from ..evaluation.timesplit import EXCLUDED_TYPES
+from ..knowledge.tables import DDL as KNOWLEDGE_DDL
 from ..fsutil import fsync_dir
 from ..ranking.pipeline import RankingPipeline
 from ..ranking.sources import DEFAULT_SOURCES, Sources
@@ -206,14 +208,15 @@ class Trainer:
         m = self._manifest()
         since = ((m or {}).get("through") or {}).get("newest")
         try:
-            with Store(self.settings.store.path) as store:
+            with open_store(self.settings) as store:
                 sql = ("SELECT count(*) FROM events WHERE dataset = ? AND item_id IS NOT NULL "
-                       "AND type NOT IN (SELECT unnest(?)) AND timestamp ")  # what trains: see holdout.events_frame
+                       "AND type <> ALL(?) AND timestamp ")  # what trains: see holdout.events_frame
                 args = [self.dataset, list(EXCLUDED_TYPES)]
                 if since is None:
                     n = store.con.execute(sql + "IS NOT NULL", args).fetchone()[0]
                 else:
-                    n = store.con.execute(sql + "> make_timestamp(CAST(? * 1e6 AS BIGINT))", [*args, since]).fetchone()[0]
+                    cut = datetime.fromtimestamp(float(since), timezone.utc).replace(tzinfo=None)
+                    n = store.con.execute(sql + "> ?", [*args, cut]).fetchone()[0]
         except StoreError:
             return None
         self.status.pending_events = int(n)
@@ -291,8 +294,8 @@ class Trainer:
     def _run(self, kind: str, work: Path, result: dict[str, Any]) -> dict[str, Any]:
         s, c = self.settings, self.config
         self._step("training", "snapshot of the store")
-        with Store(s.store.path) as store:
-            snap_path = snapshot(store, self.dataset, work / "snapshot.duckdb")
+        with open_store(s) as store:
+            snap_path = snapshot(store, self.dataset, work / "snapshot.duckdb", KNOWLEDGE_DDL)
         served_manifest = self._manifest()
         served = A.load(self.folder) if served_manifest is not None else None
         if served is None:
