@@ -88,6 +88,9 @@ class ServingSettings(_Section):
     explore: bool = True
     torch_threads: int = Field(1, ge=1, le=256)
     workers: int = Field(1, ge=1, le=64)  # processes; they share the event log
+    # Where the event log, API keys and shared secrets live: auto = PostgreSQL when store.url is set (API
+    # processes on several hosts), else the state folder; file; postgres (docs/scale.md).
+    event_log: Literal["auto", "file", "postgres"] = "auto"
     cpu_threads: int = Field(0, ge=0, le=256)  # threads per worker for CPU-bound requests; 0 = auto
     storefront: bool = True  # the web page, shopper sessions and the dashboard
     results_dir: Path | None = None  # benchmark results for the dashboard; default bench/results if present

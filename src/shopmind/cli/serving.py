@@ -119,10 +119,9 @@ app.add_typer(keys_app, name="keys")
 
 
 def _keys() -> Any:
-    from ..serving.auth import KeyStore
-    from ..serving.server import keys_path
+    from ..serving.shared import open_keys
 
-    return KeyStore(keys_path(state.settings()))
+    return open_keys(state.settings())
 
 
 @keys_app.command("create")

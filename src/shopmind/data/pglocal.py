@@ -93,6 +93,30 @@ class LocalCluster:
         except (OSError, ValueError, IndexError):
             return None
 
+    def kill(self) -> None:
+        """A crash: SIGKILL the postmaster and every server process it started (no shutdown, no checkpoint);
+        `restart` then runs crash recovery from the WAL."""
+        import signal
+
+        pid = self.pid()
+        if pid is None:
+            return
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        for p in [pid, *map(int, children)]:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in [pid, *map(int, children)]):
+            time.sleep(0.05)
+        # Without an init that reaps it, the killed postmaster stays a zombie, which the next start would take
+        # for a live server: every server process is dead, so its lock file goes.
+        (self.data / "postmaster.pid").unlink(missing_ok=True)
+        for name in (f".s.PGSQL.{self.port}.lock", f".s.PGSQL.{self.port}"):
+            (self.root / name).unlink(missing_ok=True)
+        self.started = False
+
     def restart(self, timeout: float = 60.0) -> None:
         """Start the server again after a stop or a crash (crash recovery replays its WAL)."""
         opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} "
@@ -128,6 +152,17 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (killed, not yet reaped by its parent) is gone for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
 
 
 def wait_ready(url: str, timeout: float = 30.0) -> None:

@@ -30,7 +30,8 @@ import secrets
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
 SCOPES = ("read", "read_private", "write", "session", "admin")
 IMPLIES = {"admin": set(SCOPES), "read_private": {"read", "read_private"}}
@@ -98,6 +99,12 @@ class KeyStore:
         if self._stat() != self._stamp:
             self.reload()
 
+    @contextmanager
+    def _mutating(self) -> Iterator[None]:
+        """Around create/revoke/rotate (under self._lock): the file store rewrites the whole file atomically; a
+        shared store (PgKeyStore) locks and re-reads its row first, so changes made on two hosts at once both stay."""
+        yield
+
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".tmp{os.getpid()}")
@@ -131,7 +138,7 @@ class KeyStore:
             raise KeyStoreError(f"scope must be one or more of {', '.join(SCOPES)} (got {', '.join(bad) or 'none'})")
         if not name or len(name) > 100 or not name.isprintable():
             raise KeyStoreError("a key needs a name of 1 to 100 printable characters")
-        with self._lock:
+        with self._lock, self._mutating():
             if any(e["name"] == name for e in self._entries):
                 raise KeyStoreError(f"a key named {name!r} exists; revoke or rotate it")
             key, entry = self._new_secret()
@@ -146,7 +153,7 @@ class KeyStore:
         return key, {"salt": salt.hex(), "hash": _digest(salt, key)}
 
     def revoke(self, name: str) -> bool:
-        with self._lock:
+        with self._lock, self._mutating():
             before = len(self._entries)
             self._entries = [e for e in self._entries if e["name"] != name]
             if len(self._entries) != before:
@@ -158,7 +165,7 @@ class KeyStore:
         so the clients can switch over without a failed request."""
         if not 0 <= grace_s <= 30 * 86400:
             raise KeyStoreError("the grace period is 0 to 30 days (in seconds)")
-        with self._lock:
+        with self._lock, self._mutating():
             entry = next((e for e in self._entries if e["name"] == name), None)
             if entry is None:
                 raise KeyStoreError(f"no key named {name!r}")

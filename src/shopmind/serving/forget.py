@@ -86,15 +86,29 @@ def forget_everywhere(settings: Settings, user_id: str, datasets: Sequence[str] 
                            for folder in _artifact_folders(settings, datasets, [Path(a) for a in artifacts])}
     for folder in report["artifacts"]:
         artifact.scrub_review_snippets(folder, texts)
-    report["event_logs"] = _forget_in_event_logs(settings.state_dir, user_id, datasets) if event_logs else {}
+    report["event_logs"] = _forget_in_event_logs(settings, user_id, datasets) if event_logs else {}
     return report
 
 
-def _forget_in_event_logs(state_dir: Path, user_id: str, datasets: Sequence[str] | None) -> dict[str, int]:
+def _forget_in_event_logs(settings: Settings, user_id: str, datasets: Sequence[str] | None) -> dict[str, int]:
     """Erase the user from each dataset's serving event log (a hashed tombstone stays in it)."""
     from .eventlog import EventLog
+    from .shared import log_url, open_event_log
 
     out: dict[str, int] = {}
+    url = log_url(settings)
+    if url:
+        from .pglog import logged_datasets
+
+        for name in logged_datasets(url):
+            if datasets is None or name in datasets:
+                plog = open_event_log(settings, name)
+                try:
+                    out[name] = plog.forget(user_id)
+                finally:
+                    plog.close()
+        return out
+    state_dir = settings.state_dir
     if not Path(state_dir).is_dir():
         return out
     for folder in sorted(p for p in Path(state_dir).iterdir() if (p / "events.jsonl").is_file()):

@@ -48,8 +48,15 @@ CREATE INDEX IF NOT EXISTS serving_log_user ON serving_log (dataset, user_id);
 CREATE TABLE IF NOT EXISTS serving_log_head (
     dataset TEXT COLLATE "C" PRIMARY KEY, seq BIGINT NOT NULL DEFAULT 0, epoch BIGINT NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS serving_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS serving_state (name TEXT PRIMARY KEY, value TEXT NOT NULL, version BIGINT NOT NULL);
 """
 _DDL_LOCK = 0x5E0_1D  # the store's advisory lock key for DDL (data/pgstore.py)
+
+
+def redact_url(url: str) -> str:
+    from ..data.pgstore import redact
+
+    return redact(url)
 
 
 def connect(url: str) -> Any:
@@ -78,6 +85,16 @@ def shared_secret(url_or_conn: Any, name: str) -> bytes:
     finally:
         if own:
             conn.close()
+
+
+def logged_datasets(url: str) -> list[str]:
+    """The datasets with a serving log in this database."""
+    conn = connect(url)
+    try:
+        ensure_schema(conn)
+        return [r[0] for r in conn.execute("SELECT dataset FROM serving_log_head ORDER BY 1")]
+    finally:
+        conn.close()
 
 
 class PgEventLog:
@@ -230,7 +247,7 @@ class PgEventLog:
         with self._db:
             self._ensure()
             rows = list(self._rows(0, self._head()[0]))
-        for seq, text in rows:
+        for _seq, text in rows:
             record, _ = parse_line(text.encode(), self.required)
             if record is not None:
                 yield record
@@ -380,8 +397,8 @@ class PgEventLog:
                 head, epoch = self._head(lock=True)
                 gone: set[str] = set()
                 removed = 0
-                for eid, text in conn.execute(
-                        "SELECT event_id, record FROM serving_log WHERE dataset = %s AND kind IS NULL AND user_id = %s",
+                for (eid,) in conn.execute(
+                        "SELECT event_id FROM serving_log WHERE dataset = %s AND kind IS NULL AND user_id = %s",
                         [self.dataset, user_id]):
                     removed += 1
                     if eid:

@@ -15,8 +15,8 @@ from typing import Any
 from ..config import Settings
 from ..ranking.rerank import RerankConfig
 from .artifact import load
-from .auth import KeyStore
 from .service import Service
+from .shared import open_keys
 
 WORKER_ENV = "SHOPMIND_SERVE_WORKER"
 
@@ -43,7 +43,13 @@ def load_service(folder: str | Path, settings: Settings, attach: bool = True, se
         encode("warm up")  # load the model now, not on the first request
     s = settings.serving
     config = RerankConfig(diversity=s.diversity, category_cap=s.category_cap, explore=s.explore)
-    return Service(artifact, settings.state_dir / artifact.dataset, encode, config, attach=attach, arm=arm)
+    from .shared import open_event_log, secret
+
+    dataset = artifact.dataset
+    folder = settings.state_dir / dataset
+    return Service(artifact, folder, encode, config, attach=attach, arm=arm,
+                   log_factory=lambda digest: open_event_log(settings, dataset, digest),
+                   token_key=secret(settings, f"online:{dataset}", folder / "online.key"))
 
 
 def parse_experiment(spec: str | None) -> tuple[Path, float] | None:
@@ -82,21 +88,21 @@ def _build_app(folder: str | Path, settings: Settings, experiment: tuple[Path, f
     # stalls every request for a tenth of a second. Freezing moves them out of the collector's sight.
     gc.collect()
     gc.freeze()
-    keys = KeyStore(keys_path(settings))
+    keys = open_keys(settings)
     if not len(keys):
         logging.getLogger("shopmind.serving").warning(
             "no API keys in %s: %s refused until one is created (shopmind keys create NAME --scope ...)", keys.path,
             "writes are" if settings.serving.mode == "demo" else "every read and write is")
     bench = settings.serving.results_dir or (Path("bench/results") if Path("bench/results").is_dir() else None)
-    from .sessions import load_secret
-
     from .forget import forget_everywhere
+    from .shared import secret
 
     def forget(user: str, folder: Path) -> dict[str, Any]:
         folders = [folder] + ([exp[0].artifact.folder] if exp is not None else [])
         return forget_everywhere(settings, user, [service.artifact.dataset], folders, event_logs=False)
 
-    return create_app(service, keys, settings.serving, loader, secret=load_secret(settings.state_dir),
+    session_secret = secret(settings, "storefront", settings.state_dir / "storefront.secret")
+    return create_app(service, keys, settings.serving, loader, secret=session_secret,
                       results={"local": settings.benchmarks_dir, "bench": bench}, forget=forget, experiment=exp)
 
 

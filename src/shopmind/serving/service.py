@@ -60,10 +60,14 @@ def _float(value: Any) -> float | None:
 class Service:
     def __init__(self, artifact: Artifact, state_dir: str | Path, encode: Callable[[str], np.ndarray] | None = None,
                  rerank_config: RerankConfig | None = None, seed: int = 0, attach: bool = True,
-                 digest: Callable[[str], str] | None = None, arm: str = "main") -> None:
+                 digest: Callable[[str], str] | None = None, arm: str = "main",
+                 log_factory: Callable[[Callable[[str], str] | None], Any] | None = None,
+                 token_key: bytes | None = None) -> None:
         """digest: how forget tombstones in the event log name users and event ids (see EventLog); every
         worker sharing the state folder must use the same one. None: the log's own keyed HMAC. arm: the
-        experiment arm this service's recommendations are attributed to."""
+        experiment arm this service's recommendations are attributed to. log_factory(digest): opens the event
+        log (default: the file log in state_dir; serving/shared.py opens the PostgreSQL one). token_key: the
+        key signing recommendation tokens (default: state_dir/online.key)."""
         self.artifact = artifact
         self.pipeline = artifact.pipeline
         self.catalog = artifact.catalog
@@ -108,7 +112,8 @@ class Service:
         self.cache_stats = {"hits": 0, "misses": 0}
         self.state_dir = Path(state_dir)
         self.arm = arm
-        self.token_key = load_key(self.state_dir)  # shared by every worker on this state folder
+        self.token_key = token_key if token_key is not None else load_key(self.state_dir)  # shared by every worker
+        self._log_factory = log_factory
         self.online = OnlineStats(self.token_key, self._price)
         self.log: EventLog | None = None
         self.on_control: Callable[[dict[str, Any]], None] | None = None  # control records from other workers
@@ -127,7 +132,10 @@ class Service:
 
     def attach_log(self) -> None:
         """Open the event log and replay it: every logged event applied in order, forgotten users out."""
-        self.log = EventLog(self.state_dir, digest=self.digest, required=("user_id", "type"))
+        if self._log_factory is not None:
+            self.log = self._log_factory(self.digest)
+        else:
+            self.log = EventLog(self.state_dir, digest=self.digest, required=("user_id", "type"))
         self.digest = self.log.digest
         self.sync()
 

@@ -37,6 +37,7 @@ of the wrong type, is counted as unreadable and skipped.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -54,6 +55,7 @@ from ..data.schema import hash_user_id
 from ..data.store import COLUMNS, Store, StoreError, open_store
 from ..data.tombstones import Tombstones
 from .eventlog import hmac_digest, parse_line
+from .shared import log_url
 
 log = logging.getLogger("shopmind.serving.shipper")
 
@@ -219,7 +221,7 @@ class Shipper:
                     nl = data.index(b"\n", consumed)
                     lines.append(data[consumed:nl])
                     consumed = nl + 1
-                self._ship_batch(lines, fd, st.st_ino, pos + consumed, report)
+                self._ship_batch(lines, (st.st_ino, pos + consumed, self._tail(fd, pos + consumed)), report)
                 pos += consumed
                 if budget[0] > 0:
                     budget[0] = max(0, budget[0] - len(lines))
@@ -237,7 +239,10 @@ class Shipper:
         salt = self.salt
         return lambda uid: match(uid) or match(hash_user_id(uid, salt))
 
-    def _ship_batch(self, lines: list[bytes], fd: int, inode: int, new_offset: int, report: dict[str, Any]) -> None:
+    def _ship_batch(self, lines: list[bytes], position: tuple[int, int, str], report: dict[str, Any]) -> None:
+        """Ship these log lines and move the checkpoint to `position` (log inode, offset after them, digest of
+        the bytes before it) in one store transaction."""
+        inode, new_offset, tail = position
         rows: dict[str, dict[str, Any]] = {}  # event id -> row (first wins)
         users: dict[str, str] = {}  # event id -> clear user id
         forgets: list[tuple[str, dict[str, Any]]] = []
@@ -272,7 +277,6 @@ class Shipper:
             users[row["event_id"]] = record["user_id"]
         if rows and self.run_id is None:
             self.run_id = self.store.start_run(self.dataset, FORMAT, str(self.path), [{"path": str(self.path)}])
-        tail = self._tail(fd, new_offset)
         con = self.store.con
         with self.store.transaction():
             # Again, as the last check before the rows are written: a forget may have landed since we read.
@@ -336,7 +340,7 @@ class Shipper:
         removed = 0
         if gone:
             if self._digest is None:
-                self._digest = hmac_digest(self.folder)
+                self._digest = self._default_digest()
             ids = [r[0] for r in con.execute(
                 "SELECT event_id FROM events WHERE dataset = ? AND run_id IN "
                 "(SELECT run_id FROM ingest_runs WHERE dataset = ? AND format = ?)",
@@ -347,6 +351,9 @@ class Shipper:
                                       [self.dataset, doomed]).fetchall()[0][0]
         con.execute("INSERT INTO ship_forgets VALUES (?, ?, ?, ?)", [self.dataset, key, removed, _now()])
         return int(removed)
+
+    def _default_digest(self) -> Callable[[str], str]:
+        return hmac_digest(self.folder)
 
     def _purge_if_registry_changed(self, report: dict[str, Any]) -> None:
         """Purge tombstoned users' rows (every table) when the registry changed since the last purge."""
@@ -379,6 +386,57 @@ class Shipper:
         return dict(self.totals)
 
 
+class PgShipper(Shipper):
+    """Ships the PostgreSQL serving log (serving/pglog.py) of `dataset` into the store in the same database: the
+    checkpoint is the last shipped sequence number (sequence numbers are gapless and commit in order, so
+    `seq > checkpoint` is exactly what is not shipped yet). Forget records and the tombstone registry are
+    honoured as by the file shipper."""
+
+    def __init__(self, store: Store, url: str, dataset: str, tombstones: Tombstones | None = None, **kwargs: Any) -> None:
+        super().__init__(store, ".", dataset, tombstones, **kwargs)
+        from .pglog import ensure_schema
+
+        self.url = url
+        self.path = f"postgresql:serving_log/{dataset}"  # type: ignore[assignment]  # the checkpoint's log name
+        ensure_schema(store.con.conn)
+
+    def _default_digest(self) -> Callable[[str], str]:
+        from .pglog import shared_secret
+
+        key = shared_secret(self.url, "forget")
+        return lambda v: hmac.new(key, str(v).encode(), hashlib.sha256).hexdigest()
+
+    def committed(self) -> int:
+        row = self.store.con.execute("SELECT seq FROM serving_log_head WHERE dataset = ?", [self.dataset]).fetchone()
+        return int(row[0]) if row else 0
+
+    def _position(self) -> int:
+        ck = self.checkpoint()
+        return int(ck["log_offset"]) if ck and ck["log_path"] == str(self.path) else 0
+
+    def lag(self) -> dict[str, Any]:
+        pos, head = self._position(), self.committed()
+        n, size = self.store.con.execute("SELECT count(*), coalesce(sum(length(record)), 0) FROM serving_log "
+                                         "WHERE dataset = ? AND seq > ? AND seq <= ?", [self.dataset, pos, head]).fetchone()
+        return {"lag_records": int(n), "lag_bytes": int(size), "offset": pos, "committed": head, "log_inode": 0}
+
+    def _pass(self, report: dict[str, Any], budget: list[int]) -> bool:
+        pos = self._position()
+        while budget[0] != 0:
+            head = self.committed()
+            limit = self.batch_records if budget[0] < 0 else min(self.batch_records, budget[0])
+            rows = self.store.con.execute("SELECT seq, record FROM serving_log WHERE dataset = ? AND seq > ? "
+                                          "AND seq <= ? ORDER BY seq LIMIT ?", [self.dataset, pos, head, limit]).fetchall()
+            if not rows:
+                return True
+            last = int(rows[-1][0])
+            self._ship_batch([r[1].encode() for r in rows], (0, last, ""), report)
+            pos = last
+            if budget[0] > 0:
+                budget[0] = max(0, budget[0] - len(rows))
+        return True
+
+
 def ship(settings: Settings, dataset: str, follow: bool = False, every_s: float = 1.0,
          stop: threading.Event | None = None, on_report: Callable[[dict[str, Any]], None] | None = None,
          batch_records: int = 5000) -> dict[str, Any]:
@@ -401,8 +459,10 @@ def ship(settings: Settings, dataset: str, follow: bool = False, every_s: float 
             try:
                 with open_store(settings) as store:
                     if shipper is None:
-                        shipper = Shipper(store, settings.state_dir, dataset, tombstones, salt=salt,
-                                          batch_records=batch_records)
+                        url = log_url(settings)
+                        shipper = PgShipper(store, url, dataset, tombstones, salt=salt, batch_records=batch_records) \
+                            if url else Shipper(store, settings.state_dir, dataset, tombstones, salt=salt,
+                                                batch_records=batch_records)
                     shipper.store = store  # the same shipper (run, registry state) over each pass's connection
                     report = shipper.ship_once()
                     if not follow:
@@ -428,5 +488,7 @@ def ship(settings: Settings, dataset: str, follow: bool = False, every_s: float 
         except StoreError:
             log.warning("store busy: run %d stays 'running' (marked interrupted by the next run)", run_id)
     totals.update({k: last.get(k) for k in ("lag_records", "lag_bytes", "offset", "committed", "log_inode")})
-    totals.update(dataset=dataset, run_id=run_id, log=str(Path(settings.state_dir) / dataset / "events.jsonl"))
+    log_name = f"postgresql:serving_log/{dataset}" if log_url(settings) \
+        else str(Path(settings.state_dir) / dataset / "events.jsonl")
+    totals.update(dataset=dataset, run_id=run_id, log=log_name)
     return totals

@@ -499,9 +499,9 @@ class Trainer:
 
     def _request_reload(self) -> None:
         """A reload control record in the shared event log: every serving worker reloads the folder."""
-        from .eventlog import EventLog
+        from .shared import open_event_log
 
-        elog = EventLog(self.state_dir, required=("user_id", "type"))
+        elog = open_event_log(self.settings, self.dataset)
         try:
             elog.control({"kind": "reload", "artifact": str(self.folder), "at": time.time(), "by": "trainer"})
         finally:
