@@ -1,7 +1,9 @@
 """API keys in PostgreSQL (`serving_state` row "api_keys"), for API processes on hosts that share no disk: the
 same salted hashes, scopes and rotation as the key file (auth.KeyStore); a change made on any host is seen by
-every process within auth.WATCH_S (one indexed read per process per interval). A database that cannot be read
-fails closed, as an unreadable key file does: no key is accepted until it answers again."""
+every process within auth.WATCH_S (one indexed read per process per interval). Key data that cannot be read
+fails closed, as an unreadable key file does. A database that does not answer is not a changed key set: the
+keys last read stay in force (a revocation is a database write, so none can be missed meanwhile) and reads
+go on being served while writes are refused (503)."""
 
 from __future__ import annotations
 
@@ -47,18 +49,35 @@ class PgKeyStore(KeyStore):
         return entries, int(row[1])
 
     def _stat(self) -> Any:
+        import psycopg
+
         try:
             with self._db:
                 row = self._connection().execute("SELECT version FROM serving_state WHERE name = %s", [ROW]).fetchone()
-            return None if row is None else int(row[0])
-        except Exception as e:  # noqa: BLE001 - fail closed (reload below)
-            return ("unreadable", str(e))
+        except psycopg.OperationalError as e:  # no answer: keep the keys last read
+            self._unreachable(e)
+            return self._stamp
+        self._down = False
+        return None if row is None else int(row[0])
+
+    def _unreachable(self, e: Exception) -> None:
+        if not getattr(self, "_down", False):
+            log.error("API keys in %s: the database does not answer (%s); the keys last read stay in force",
+                      self.path, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        self._down = True
 
     def reload(self) -> None:
+        import psycopg
+
         try:
             with self._db:
                 entries, version = self._read()
-        except Exception as e:  # noqa: BLE001 - fail closed
+        except psycopg.OperationalError as e:
+            self._unreachable(e)
+            if getattr(self, "_entries", None) is not None and self._stamp is not None:
+                return
+            entries, version = [], None  # never read: nothing to keep
+        except Exception as e:  # noqa: BLE001 - key data that cannot be read: fail closed
             log.error("API keys in %s cannot be read (%s): no key is accepted until it is fixed", self.path,
                       str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
             entries, version = [], ("unreadable", str(e))  # type: ignore[assignment]

@@ -140,6 +140,7 @@ class PgEventLog:
         self.records = self.skipped = self.quarantined = 0
         self._woken = threading.Event()
         self._last_poll = 0.0
+        self._failing = False
         self._closed = threading.Event()
         with self._db:
             self._reload(self._head()[1])
@@ -273,10 +274,14 @@ class PgEventLog:
                     with self._db, self._cv:
                         self._ensure()
                         self._read_new(*self._head())
-                except Exception as e:  # noqa: BLE001 - a read that fails is retried at the next request
-                    log.warning("event log %s: catch-up failed (%s); serving what is known",
-                                self.path, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
-                    self._woken.set()
+                    if self._failing:
+                        log.warning("event log %s: the database answers again", self.path)
+                        self._failing = False
+                except Exception as e:  # noqa: BLE001 - a read that fails is retried at the next poll
+                    if not self._failing:  # once per outage, not once per request
+                        log.error("event log %s: cannot read new events (%s); serving what is known", self.path,
+                                  str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+                    self._failing = True
             with self._cv:
                 records, rotated = self._pending, self._rotated
                 self._pending, self._rotated = [], False
