@@ -192,3 +192,57 @@ def test_a_promotion_killed_between_its_renames_is_undone_at_start(shop):
         Trainer(settings, DATASET, art)
     t.close()
     Trainer(settings, DATASET, art).close()
+
+
+def test_the_trainer_on_postgres(shop, pg_url: str) -> None:
+    """The DuckDB store copied into PostgreSQL (`shopmind copy-store`), events posted to the PostgreSQL log:
+    the trainer ships them by sequence number, trains on a local snapshot, promotes and logs the reload in the
+    database; a second trainer for the dataset is refused while the first holds the database lock."""
+    from typer.testing import CliRunner
+
+    from shopmind.cli import app
+    from shopmind.data.store import open_store
+    from shopmind.serving.pglog import PgEventLog
+
+    settings = shop["settings"]
+    r = CliRunner().invoke(app, ["--store", str(shop["store"]), "copy-store", "-d", DATASET, "--json"],
+                           env={"SHOPMIND_CONFIG": "", "SHOPMIND_STORE_URL": pg_url})
+    assert r.exit_code == 0, r.output
+    copied = json.loads(r.stdout)["copied"]
+    with Store(shop["store"], read_only=True) as s:
+        for table in ("events", "items", "knowledge_cards", "user_profiles"):
+            want = s.con.execute(f"SELECT count(*) FROM {table} WHERE dataset = ?", [DATASET]).fetchone()[0]
+            assert copied.get(table, 0) == want and want > 0, table
+    again = CliRunner().invoke(app, ["--store", str(shop["store"]), "copy-store", "-d", DATASET, "--json"],
+                               env={"SHOPMIND_CONFIG": "", "SHOPMIND_STORE_URL": pg_url})
+    assert again.exit_code == 0, again.output  # a second copy adds nothing
+    pg = settings.model_copy(update={"store": settings.store.model_copy(update={"url": pg_url})})
+    with open_store(pg) as store:
+        assert store.stats(DATASET)["events"] == copied["events"]
+        ev = store.table("SELECT event_id, user_id, item_id FROM events WHERE dataset = ? AND item_id IS NOT NULL "
+                         "ORDER BY event_id", [DATASET])
+        newest = store.con.execute("SELECT max(timestamp) FROM events WHERE dataset = ?", [DATASET]).fetchone()[0]
+        pick = ev.iloc[np.random.default_rng(0).choice(len(ev), 300, replace=False)]
+        store.con.execute("DELETE FROM events WHERE dataset = ? AND event_id = ANY(?)",
+                          [DATASET, pick["event_id"].astype(str).tolist()])
+    records = [{"event_id": f"pg-{k}", "user_id": str(row.user_id), "item_id": str(row.item_id), "type": "view",
+                "timestamp": newest.timestamp() + 86400 + k * 60.0, "received": time.time()}
+               for k, row in enumerate(pick.itertuples())]
+    log = PgEventLog(pg_url, DATASET, required=("user_id", "type"))
+    try:
+        log.append(records)
+        t = Trainer(pg, DATASET, shop["artifact"], TrainerConfig(gate="off", min_cases=5, every_events=100))
+        try:
+            with pytest.raises(ValueError, match="another trainer"):
+                Trainer(pg.model_copy(update={"serving": pg.serving.model_copy(
+                    update={"state_dir": shop["store"].parent / "other-host"})}), DATASET, shop["artifact"])
+            result = t.tick()
+        finally:
+            t.close()
+        assert result is not None and result["outcome"] == "promoted", result
+        with open_store(pg) as store:
+            assert store.con.execute("SELECT count(*) FROM events WHERE event_id LIKE 'pg-%'").fetchone()[0] == 300
+        reloads = [r for r in log.replay() if r.get("kind") == "reload"]
+        assert reloads and reloads[-1]["artifact"] == str(shop["artifact"].resolve())
+    finally:
+        log.close()

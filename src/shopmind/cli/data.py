@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 from rich.table import Table
 
-from .common import _emit_json, _guard, _run_ingest, app, out, state, status
+from .common import _emit_json, _guard, _run_ingest, app, err, out, state, status
 from .render import _print_report, _stats_table
 
 if TYPE_CHECKING:
@@ -115,6 +115,37 @@ def stats(
         _emit_json({"datasets": rows})
     else:
         out.print(_stats_table(rows, "datasets in the store"))
+
+
+@app.command("copy-store")
+def copy_store_cmd(
+    source: Optional[Path] = typer.Option(None, "--from", help="The DuckDB store file to copy (default: store.path)."),
+    datasets: Optional[list[str]] = typer.Option(None, "--dataset", "-d", help="Only these datasets (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print rows copied per table as JSON."),
+) -> None:
+    """Copy the embedded DuckDB store into the PostgreSQL store at store.url (SHOPMIND_STORE_URL): every table,
+    mined knowledge included. Rows already there are kept, so an interrupted copy run again completes."""
+
+    def body() -> dict[str, int]:
+        from ..data.migrate import copy_store
+        from ..data.store import Store, StoreError, open_store
+        from ..knowledge.tables import DDL
+
+        settings = state.settings()
+        if not settings.store.url:
+            raise StoreError("set the target: store.url or SHOPMIND_STORE_URL=postgresql://user:password@host/db")
+        path = source or settings.store.path
+        if not Path(path).is_file():
+            raise StoreError(f"no store at {path}")
+        with Store(path, read_only=True) as src, open_store(settings) as dst:
+            return copy_store(src, dst, datasets, DDL, progress=lambda t, n: err.print(f"[dim]{t}: {n:,} rows[/dim]"))
+
+    copied = _guard(body)
+    if as_json:
+        _emit_json({"copied": copied})
+    else:
+        for table, n in copied.items():
+            out.print(f"{table}: {n:,} rows")
 
 
 @app.command("datasets")

@@ -121,6 +121,7 @@ class Trainer:
         except OSError:
             self._lock.close()
             raise ValueError(f"another trainer is running for {dataset} on this state folder") from None
+        self._db_lock = self._cluster_lock(settings, dataset)
         self.status = Status(dataset)
         self._last_run = self._served_time()  # the time schedule counts from when the served model was made
         self._pending_at_last_run = 0
@@ -129,9 +130,28 @@ class Trainer:
         self._report: dict[str, Any] = {}  # the last full run's training report (results on the held-out cases)
         self._recover()
 
+    def _cluster_lock(self, settings: Any, dataset: str) -> Any:
+        """With the serving state in PostgreSQL (API processes on several hosts), one trainer per dataset in the
+        whole deployment: a session advisory lock, held by this connection until close (or the process's end)."""
+        from .shared import log_url
+
+        url = log_url(settings)
+        if not url:
+            return None
+        from .pglog import connect
+
+        conn = connect(url)
+        if not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [f"shopmind-trainer:{dataset}"]).fetchone()[0]:
+            conn.close()
+            self._lock.close()
+            raise ValueError(f"another trainer is running for {dataset} on this database")
+        return conn
+
     def close(self) -> None:
         """Let another trainer take over (also when this process ends)."""
         self._lock.close()
+        if self._db_lock is not None:
+            self._db_lock.close()
 
     def _recover(self) -> None:
         """Undo what a killed run left: a swap cut between its two renames (no served folder, the old one
