@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..models import MODELS, Recommender
+from ..models.base import bounded_batch
 from . import metrics as M
 from .protocols import Cases, Protocol, cold_items
 
@@ -56,6 +57,7 @@ def evaluate(model: Recommender, cases: Cases, mask_history: bool, batch: int = 
              ks: tuple[int, ...] = M.KS) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """Full ranking of every case's target; returns (metrics, ranks, top-50 lists)."""
     ranks, tops = [], []
+    batch = bounded_batch(model._require_data().n_items, batch, copies=2)
     for s in range(0, len(cases.targets), batch):
         hist = cases.histories[s:s + batch]
         targets = cases.targets[s:s + batch]

@@ -10,11 +10,20 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
 from ..data.interactions import Interactions
+
+
+SCORE_BUDGET = 256 << 20  # bytes of dense scores one evaluation batch may hold
+
+
+def bounded_batch(n_items: int, want: int, copies: int = 1) -> int:
+    """Users per scoring batch so that `copies` float32 score blocks of batch x n_items stay within
+    SCORE_BUDGET: at a million items a 1,024-user batch would be 4 GB per model."""
+    return max(1, min(want, SCORE_BUDGET // max(1, 4 * n_items * copies)))
 
 
 class Recommender(ABC):
@@ -49,6 +58,16 @@ class Recommender(ABC):
     @abstractmethod
     def score(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> np.ndarray:
         """Scores (len(histories) x n_items) for users with these histories (user indices when known)."""
+
+    def prepare_top(self) -> Callable[[np.ndarray, int | None], Any]:
+        """A function (history rows, user index or None) -> candidates.SourceTop that finds this model's best
+        items without scoring the whole catalog where the model allows (see models/candidates.py). Prepared
+        once per fitted model (it may build an index)."""
+        from .candidates import prepared_dense, prepared_factors
+
+        if hasattr(self, "factor_parts") and hasattr(self, "factor_users"):
+            return prepared_factors(self)
+        return prepared_dense(self)
 
     def recommend(self, history: Sequence[str], k: int = 10, exclude_seen: bool = True,
                   allowed: Sequence[str] | None = None, user: str | None = None) -> list[tuple[str, float]]:

@@ -66,6 +66,12 @@ class ALS(Recommender):
     def score(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> np.ndarray:
         return self._user_vectors(histories) @ self.item_factors.T
 
+    def factor_parts(self) -> tuple[np.ndarray, None]:
+        return self.item_factors, None
+
+    def factor_users(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> np.ndarray:
+        return self._user_vectors(histories)
+
 
 class BPR(Recommender):
     name = "bpr"
@@ -93,10 +99,14 @@ class BPR(Recommender):
         return self
 
     def score(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> np.ndarray:
+        return self.factor_users(histories, users) @ self.item_factors.T
+
+    def factor_parts(self) -> tuple[np.ndarray, None]:
+        return self.item_factors, None
+
+    def factor_users(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> np.ndarray:
         if users is None:
             # Unknown user: the mean factors of the history items stand in for a user vector.
-            vecs = np.stack([self.item_factors[h].mean(0) if len(h) else np.zeros(self.item_factors.shape[1])
+            return np.stack([self.item_factors[h].mean(0) if len(h) else np.zeros(self.item_factors.shape[1])
                              for h in histories]).astype(np.float32)
-        else:
-            vecs = self.user_factors[users]
-        return vecs @ self.item_factors.T
+        return self.user_factors[users]

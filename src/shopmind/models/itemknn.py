@@ -7,13 +7,16 @@ for items with few users and cut to the `neighbors` most similar items per item.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..data.interactions import Interactions
 from .base import Recommender
+
+
+BLOCK_PAIRS = 20_000_000  # co-occurrence entries computed at once (about 240 MB)
 
 
 class ItemKNN(Recommender):
@@ -28,15 +31,26 @@ class ItemKNN(Recommender):
 
     def fit(self, data: Interactions, item_features: np.ndarray | None = None) -> "ItemKNN":
         self.data = data
-        x = data.matrix(binary=True).tocsc()
+        x = data.matrix(binary=True).tocsr()
         counts = np.asarray(x.sum(axis=0)).ravel()
-        co = (x.T @ x).tocsr().astype(np.float32)
-        co.setdiag(0)
-        co.eliminate_zeros()
         norms = np.sqrt(counts)
-        rows = np.repeat(np.arange(co.shape[0]), np.diff(co.indptr))
-        co.data = co.data / (norms[rows] * norms[co.indices] + self.shrink)
-        self.similarity = self._top_k(co, self.neighbors)
+        xt = x.T.tocsr()
+        # The co-occurrence matrix is built a block of items at a time and cut to the top neighbours at once:
+        # whole, it holds sum over users of (history length)^2 entries (billions at 20M events), a block at most
+        # BLOCK_PAIRS. An item's share of that is the summed history lengths of its users.
+        pairs = xt @ np.diff(x.indptr).astype(np.float64)
+        bounds = np.searchsorted(np.cumsum(pairs), np.arange(1, int(pairs.sum() // BLOCK_PAIRS) + 1) * BLOCK_PAIRS)
+        edges = np.unique(np.concatenate([[0], np.minimum(bounds + 1, data.n_items), [data.n_items]]))
+        parts = []
+        for a, b in zip(edges[:-1], edges[1:]):
+            co = (xt[a:b] @ x).tocsr().astype(np.float32)
+            co.setdiag(0, k=int(a))  # an item is not its own neighbour
+            co.eliminate_zeros()
+            rows = np.repeat(np.arange(a, b), np.diff(co.indptr))
+            co.data = co.data / (norms[rows] * norms[co.indices] + self.shrink)
+            parts.append(self._top_k(co, self.neighbors))
+        self.similarity = sp.vstack(parts, format="csr", dtype=np.float32) if parts else \
+            sp.csr_matrix((data.n_items, data.n_items), dtype=np.float32)
         return self
 
     def _restore(self) -> None:
@@ -58,6 +72,24 @@ class ItemKNN(Recommender):
             indptr.append(indptr[-1] + len(cols))
         return sp.csr_matrix((np.concatenate(data) if data else [], np.concatenate(indices) if indices else [], indptr),
                              shape=m.shape, dtype=np.float32)
+
+    def prepare_top(self) -> Callable[[np.ndarray, int | None], Any]:
+        """The user's scores as one sparse row (history weights @ similarity): every other item scores 0."""
+        from .candidates import sparse_top
+
+        sim = self.similarity
+        n_items = sim.shape[0]
+
+        def top(history: np.ndarray, user: int | None) -> Any:
+            h = np.asarray(history, np.int64)
+            if not len(h):
+                return sparse_top(np.zeros(0, np.int64), np.zeros(0, np.float32), n_items)
+            w = sp.csr_matrix((self.decay ** np.arange(len(h) - 1, -1, -1, dtype=np.float64),
+                               (np.zeros(len(h), np.int64), h)), shape=(1, n_items), dtype=np.float32)
+            row = (w @ sim).tocsr()
+            return sparse_top(row.indices, row.data, n_items)
+
+        return top
 
     def score(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> np.ndarray:
         rows, cols, vals = [], [], []

@@ -129,6 +129,15 @@ class LightGCN(Recommender):
         n_u = self._require_data().n_users
         self.user_vectors, self.item_vectors = final[:n_u].copy(), final[n_u:].copy()
 
+    def factor_parts(self) -> tuple[np.ndarray, None]:
+        return self.item_vectors, None
+
+    def factor_users(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> np.ndarray:
+        if users is not None:
+            return self.user_vectors[np.asarray(users, np.int64)]
+        return np.vstack([self.item_vectors[h].mean(0) if len(h) else np.zeros(self.dim, np.float32)
+                          for h in histories]) if len(histories) else np.zeros((0, self.dim), np.float32)
+
     def score(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> np.ndarray:
         if users is not None:
             u = self.user_vectors[np.asarray(users, np.int64)]

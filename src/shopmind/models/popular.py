@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -22,6 +22,15 @@ class MostPopular(Recommender):
 
     def score(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> np.ndarray:
         return np.tile(self.popularity.astype(np.float32), (len(histories), 1))
+
+    def prepare_top(self) -> Callable[[np.ndarray, int | None], Any]:
+        """Every user gets the same scores: one order and one mean and deviation, computed here."""
+        from .candidates import pop_top
+
+        pop = self.popularity.astype(np.float32)
+        order = np.lexsort((np.arange(len(pop)), -pop))
+        top = pop_top(order, pop, float(pop.mean()), float(pop.std()))
+        return lambda history, user: top
 
 
 

@@ -169,6 +169,28 @@ class SASRec(SequenceNetModel):
         return out
 
 
+    def factor_parts(self) -> tuple[np.ndarray, None]:
+        """Item vectors: score = hidden state @ table[1:].T (no bias)."""
+        import torch
+
+        with torch.no_grad():
+            return self._net.item_table()[1:].numpy().astype(np.float32), None
+
+    def factor_users(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> np.ndarray:
+        """The last hidden state per history (zero for an empty one, as `score` gives it all-zero scores)."""
+        import torch
+
+        padded = self._pad(histories)
+        empty = (padded == 0).all(axis=1)
+        padded[empty, -1] = 1
+        width = max(1, min(self.max_len, max((len(h) for h in histories), default=1)))
+        with torch.no_grad():
+            table = self._net.item_table()
+            out = self._net.hidden(torch.as_tensor(padded[:, -width:]), table)[:, -1, :].numpy().astype(np.float32)
+        out[empty] = 0.0
+        return out
+
+
 class SASRecID(SASRec):
     """The same transformer with ID embeddings only (no LM text): the baseline for the text's effect."""
 

@@ -195,6 +195,25 @@ class TwoTower(SequenceNetModel):
             f[torch.as_tensor(empty)] = 0.0  # cold user: the item bias (learned popularity) ranks
             return (f @ table[1:].T + self._net.bias).numpy().astype(np.float32)
 
+    def factor_parts(self) -> tuple[np.ndarray, np.ndarray]:
+        """score = user vector @ item table[1:].T + bias."""
+        import torch
+
+        with torch.no_grad():
+            return self._net.item_table()[1:].numpy().astype(np.float32), self._net.bias.numpy().astype(np.float32)
+
+    def factor_users(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> np.ndarray:
+        import torch
+
+        padded = self._pad(histories)
+        empty = (padded == 0).all(axis=1)
+        width = max(1, min(self.max_len, max((len(h) for h in histories), default=1)))
+        with torch.no_grad():
+            table = self._net.item_table()
+            f = self._net.users(torch.as_tensor(padded[:, -width:]), table)[:, -1, :]
+            f[torch.as_tensor(empty)] = 0.0
+            return f.numpy().astype(np.float32)
+
     def item_vectors(self) -> np.ndarray:
         """The item tower's vectors a_i (for an ANN index); rows follow data.item_ids."""
         import torch

@@ -12,7 +12,7 @@ direction for them), so catalogs without prices or times use the same feature se
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -85,12 +85,21 @@ def _ranks(scores: np.ndarray, rows: np.ndarray, depth: int) -> np.ndarray:
     return rank[rows]
 
 
-def candidate_features(source_scores: dict[str, np.ndarray], rows: np.ndarray, history: np.ndarray, info: ItemInfo,
+def candidate_features(source_scores: Mapping[str, Any], rows: np.ndarray, history: np.ndarray, info: ItemInfo,
                        depth: int = 100) -> np.ndarray:
-    """One row per candidate `rows` of one user; columns as feature_names(list(source_scores))."""
+    """One row per candidate `rows` of one user; columns as feature_names(list(source_scores)). A source's
+    value is its score vector over the catalog, or a models.candidates.SourceTop (the same three features
+    without a catalog-sized vector)."""
     n = len(rows)
+    rows = np.asarray(rows, np.int64)
     out = np.full((n, 3 * len(source_scores) + len(PAIR_FEATURES)), np.nan, np.float32)
     for j, s in enumerate(source_scores.values()):
+        if not isinstance(s, np.ndarray) and hasattr(s, "score_at"):
+            at = np.asarray(s.score_at(rows), np.float32)
+            out[:, 3 * j] = at
+            out[:, 3 * j + 1] = (at - s.mean) / (s.std if s.std > 0 else 1.0)
+            out[:, 3 * j + 2] = np.log1p(s.ranks(rows, depth))
+            continue
         s = np.asarray(s, np.float32)
         finite = np.isfinite(s)
         mu, sd = (float(s[finite].mean()), float(s[finite].std())) if finite.any() else (0.0, 1.0)
@@ -118,8 +127,9 @@ def candidate_features(source_scores: dict[str, np.ndarray], rows: np.ndarray, h
         hp = hp[np.isfinite(hp)]
         if len(hp):
             out[:, b + 7] = np.abs(np.log1p(info.price[rows]) - np.log1p(hp).mean())
-        counts = np.bincount(history, minlength=info.n_items)
-        out[:, b + 8] = counts[rows]
+        seen, times = np.unique(history, return_counts=True)  # not an n_items-long count vector
+        at = np.minimum(np.searchsorted(seen, rows), len(seen) - 1)
+        out[:, b + 8] = np.where(seen[at] == rows, times[at], 0)
     else:
         out[:, b + 8] = 0.0
     out[:, b + 9] = np.log1p(len(history))

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..evaluation import metrics as M
 from ..evaluation.protocols import Cases
+from ..models.base import bounded_batch
 from ..models.hybrid import simplex
 from ..search.ltr import LTRRanker
 from .features import ItemInfo, candidate_features, feature_names
@@ -38,6 +39,9 @@ class Ranked:
     rows: np.ndarray
     scores: np.ndarray
     source_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    # Without catalog-sized scores (large catalogs): per source, each returned row's rank among the items not
+    # blocked (0 = its best; per_source when beyond its candidates), for online.origins_from_ranks.
+    source_ranks: dict[str, np.ndarray] | None = None
 
 
 def _z(s: np.ndarray) -> np.ndarray:
@@ -46,12 +50,16 @@ def _z(s: np.ndarray) -> np.ndarray:
     return np.where(finite, (s - mu) / (sd + 1e-9), -np.inf)
 
 
+SPARSE_FROM = 50_000  # catalogs at least this large rank one user without catalog-sized score vectors
+
+
 class RankingPipeline:
     def __init__(self, sources: Sources, info: ItemInfo, ranker: LTRRanker | None = None, per_source: int = 50,
                  depth: int = 100, blend: dict[str, float] | None = None) -> None:
         self.sources, self.info, self.ranker = sources, info, ranker
         self.per_source, self.depth = per_source, depth
         self.blend = blend or {}  # z-score blend weights (the baseline; also the fallback without a ranker)
+        self.sparse_from = SPARSE_FROM
 
     @property
     def feature_names(self) -> list[str]:
@@ -86,6 +94,8 @@ class RankingPipeline:
         extra: more candidate rows from outside the sources (e.g. search results for the current query);
         the ranker scores them with the same features."""
         h = np.asarray(history, np.int64)
+        if self.info.n_items >= self.sparse_from:
+            return self._rank_tops(h, user, k, blocked, extra)
         scores = self.sources.score([h], None if user is None else np.array([user]))
         scores = {n: s[0] for n, s in scores.items()}
         rows = self.candidates(scores, blocked)
@@ -96,11 +106,39 @@ class RankingPipeline:
         top = np.lexsort((rows, -s))[:k]
         return Ranked(rows[top], s[top], scores)
 
+    def _rank_tops(self, h: np.ndarray, user: int | None, k: int, blocked: np.ndarray | None,
+                   extra: Sequence[int]) -> Ranked:
+        """`rank` for large catalogs: the same candidates, features and order from each source's top items
+        (models/candidates.py), never an n_items-sized score vector per source."""
+        tops = self.sources.tops(h, user)
+        lists = {n: t.ranked(self.per_source, blocked) for n, t in tops.items()}
+        picked = [v for v in lists.values() if len(v)]
+        rows = np.unique(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
+        if len(extra):
+            more = np.asarray(extra, np.int64)
+            rows = np.union1d(rows, more[~blocked[more]] if blocked is not None else more)
+        if not len(rows):
+            return Ranked(rows, np.zeros(0), {}, {})
+        if self.ranker is not None:
+            s = np.asarray(self.ranker.predict(candidate_features(tops, rows, h, self.info, self.depth)), np.float64)
+        else:
+            weights = self.blend or {n: 1.0 / len(tops) for n in tops}
+            s = sum(w * (np.asarray(tops[n].score_at(rows), np.float64) - tops[n].mean) / (tops[n].std + 1e-9)
+                    for n, w in weights.items() if n in tops)
+        top = np.lexsort((rows, -s))[:k]
+        kept = rows[top]
+        ranks = {}
+        for name, lst in lists.items():
+            where = {int(r): i for i, r in enumerate(lst)}
+            ranks[name] = np.array([where.get(int(r), self.per_source) for r in kept], np.int64)
+        return Ranked(kept, s[top], {}, ranks)
+
     # -- training ------------------------------------------------------------------------------------------
     def _rows_for(self, cases: Cases, mask_history: bool, batch: int = 512
                   ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[dict[str, np.ndarray]]]:
         """Per case: candidate rows, their features and labels (1 = the held-out item), and blend scores."""
         rows_all, x_all, y_all, z_all = [], [], [], []
+        batch = bounded_batch(self.info.n_items, batch, copies=2 * len(self.sources.names))
         for s in range(0, len(cases.targets), batch):
             hist = cases.histories[s:s + batch]
             scores = self.sources.score(hist, None if cases.users is None else cases.users[s:s + batch])
@@ -170,7 +208,7 @@ class RankingPipeline:
         outside the candidates counts as a miss for the ranker and the blend."""
         n_items = self.info.n_items
         ranks: dict[str, list[np.ndarray]] = {"ranker": [], "blend": [], **{n: [] for n in self.sources.names}}
-        batch = 512
+        batch = bounded_batch(self.info.n_items, 512, copies=2 * len(self.sources.names))
         for s in range(0, len(cases.targets), batch):
             hist = cases.histories[s:s + batch]
             targets = cases.targets[s:s + batch]

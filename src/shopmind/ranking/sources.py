@@ -69,6 +69,19 @@ class Sources:
         """name -> scores (len(histories) x n_items)."""
         return {name: np.asarray(m.score(histories, users), np.float32) for name, m in self.models.items()}
 
+    def tops(self, history: np.ndarray, user: int | None = None) -> dict[str, Any]:
+        """name -> models.candidates.SourceTop for one user: each source's best items, any item's score and the
+        catalog-wide score statistics, without n_items-sized scores where the model allows. Each model's
+        search structure (a FAISS index for factor models) is built on first use and kept."""
+        prepared = self.__dict__.setdefault("_prepared", {})
+        out = {}
+        for name, model in self.models.items():
+            entry = prepared.get(name)
+            if entry is None or entry[0] is not model:
+                entry = prepared[name] = (model, model.prepare_top())
+            out[name] = entry[1](np.asarray(history, np.int64), user)
+        return out
+
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

@@ -159,6 +159,18 @@ def origins(rows: np.ndarray, source_scores: Mapping[str, np.ndarray], blocked: 
     return best
 
 
+def origins_from_ranks(n: int, ranks: Mapping[str, np.ndarray], beyond: int) -> np.ndarray:
+    """`origins` when the pipeline gave each row's rank per source (large catalogs; `beyond`: the rank of a row
+    outside a source's candidates): the source that ranks it best; ties go to the earlier source; a row no
+    source listed is the ranker's."""
+    best = np.full(n, RANKER, np.int8)
+    best_rank = np.full(n, np.iinfo(np.int64).max, np.int64)
+    for name, rank in ranks.items():
+        better = (rank < best_rank) & (rank < beyond)
+        best[better], best_rank[better] = CODE.get(name, CODE["other"]), rank[better]
+    return best
+
+
 def in_share(user: str, share: float, salt: str = "") -> bool:
     """Whether a user falls in the first `share` of users, by a hash of their id (the same on every worker
     and every restart; salt: e.g. the experiment's artifact version, so each experiment draws anew)."""

@@ -33,7 +33,7 @@ from ..search.engine import SearchEngine
 from ..search.fusion import unit
 from .artifact import Artifact
 from .eventlog import EventLog
-from .online import EXPLORE, SEARCH, artifact_version, encode_token, load_key, origins
+from .online import EXPLORE, SEARCH, artifact_version, encode_token, load_key, origins, origins_from_ranks
 from .online_stats import OnlineStats
 
 HISTORY_TYPES = {"view", "click", "add_to_cart", "purchase", "rating", "review"}
@@ -367,7 +367,9 @@ class Service:
             blend = 0.5 * unit(np.asarray(ranked.scores, np.float64)) + 0.5 * unit(q)
             order = np.lexsort((ranked.rows, -blend))
             return ranked.rows[order], blend[order], np.full(len(order), SEARCH, np.int8)
-        codes = origins(ranked.rows, ranked.source_scores, blocked, self.pipeline.per_source)
+        codes = origins(ranked.rows, ranked.source_scores, blocked, self.pipeline.per_source) \
+            if ranked.source_ranks is None else origins_from_ranks(len(ranked.rows), ranked.source_ranks,
+                                                                   self.pipeline.per_source)
         return ranked.rows, np.asarray(ranked.scores, np.float64), codes
 
     def _ads(self, user: str, seq: Sequence[int], filters: Filters | None, n: int) -> list[dict[str, Any]]:
