@@ -1,9 +1,11 @@
-"""SASRec-class sequential transformer trained with full softmax cross-entropy over all items.
+"""SASRec-class sequential transformer trained with softmax cross-entropy over the items.
 
 Item representation = ID embedding + a learned projection of the item's LM text embedding (when item
 features are given), shared between the input and the output layer, so an item with no interactions still
 has a usable vector from its text. Causal self-attention over the last `max_len` items; every position
-predicts the next item with a softmax over the whole catalog (no sampled negatives).
+predicts the next item with a softmax over the whole catalog up to `full_softmax_items` items; above that,
+a sampled softmax whose negatives are the batch's other targets (logQ-corrected, as in the two-tower model),
+computing only the batch's rows of the item table.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ class SASRec(SequenceNetModel):
     def __init__(self, dim: int = 64, layers: int = 2, heads: int = 2, max_len: int = 50, dropout: float = 0.2,
                  epochs: int = 50, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 0.0,
                  use_text: bool = True, eval_every: int = 2, patience: int = 6, valid_max: int = 5000,
-                 log_dir: str | None = None, seed: int = 0) -> None:
+                 full_softmax_items: int = 100_000, log_dir: str | None = None, seed: int = 0) -> None:
         super().__init__(seed)
+        self.full_softmax_items = full_softmax_items
         self.eval_every, self.patience, self.valid_max, self.log_dir = eval_every, patience, valid_max, log_dir
         self.tuned: dict[str, int] = {}
         self.dim, self.layers, self.heads, self.max_len = dim, layers, heads, max_len
@@ -73,6 +76,11 @@ class SASRec(SequenceNetModel):
                 self.frozen = None
                 return super().train(mode)
 
+            def item_rows(self, ids: torch.Tensor) -> torch.Tensor:
+                """table[ids] without computing the whole table (the text projection of a million items)."""
+                rows = self.items(ids)
+                return rows + self.text(self.text_vectors[ids]) if self.text is not None else rows
+
             def hidden(self, seqs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
                 length = seqs.shape[1]
                 # Positions count back from the end, so the latest item always has the same position.
@@ -108,6 +116,11 @@ class SASRec(SequenceNetModel):
         inputs = self._pad([s[:-1] for s in seqs])
         targets = self._pad([s[1:] for s in seqs]) - 1  # -1 marks padding
         loss_fn = torch.nn.CrossEntropyLoss()
+        # Above full_softmax_items, a sampled softmax over the batch's targets with the logQ correction (as the
+        # two-tower model): the full softmax costs batch x n_items per step, hopeless at a million items.
+        full = data.n_items <= self.full_softmax_items
+        counts = np.bincount(targets[targets >= 0], minlength=data.n_items) + 1.0
+        log_q = torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32)
         # Batches of similar length, each cut to its longest sequence: most users have a few items, so
         # padding every batch to max_len would waste most of the work.
         lengths = np.array([len(s) - 1 for s in seqs])
@@ -125,11 +138,20 @@ class SASRec(SequenceNetModel):
                 b = batches[bi]
                 width = int(lengths[b].max())
                 x, y = torch.as_tensor(inputs[b, -width:]), torch.as_tensor(targets[b, -width:])
-                table = self._net.item_table()
-                h = self._net.hidden(x, table)
                 real = y >= 0
-                logits = h[real] @ table[1:].T  # only real positions: full softmax over all items
-                loss = loss_fn(logits, y[real])
+                if full:
+                    table = self._net.item_table()
+                    h = self._net.hidden(x, table)
+                    logits = h[real] @ table[1:].T  # only real positions: full softmax over all items
+                    loss = loss_fn(logits, y[real])
+                else:  # the batch's own rows of the item table; the other targets are the negatives
+                    yy = y[real]
+                    ids = torch.unique(torch.cat([torch.zeros(1, dtype=x.dtype), x.flatten(), yy + 1]))
+                    rows = self._net.item_rows(ids)
+                    h = self._net.hidden(torch.searchsorted(ids, x), rows)[real]  # ids[0] = 0: padding stays 0
+                    logits = h @ rows[torch.searchsorted(ids, yy + 1)].T - log_q[yy][None, :]
+                    same = (yy[:, None] == yy[None, :]) & ~torch.eye(len(yy), dtype=torch.bool)
+                    loss = loss_fn(logits.masked_fill(same, float("-inf")), torch.arange(len(yy)))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

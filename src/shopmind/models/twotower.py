@@ -82,6 +82,11 @@ class TwoTower(SequenceNetModel):
                 self.frozen = None
                 return super().train(mode)
 
+            def item_rows(self, ids: torch.Tensor) -> torch.Tensor:
+                """table[ids] without computing the whole table (the text projection of a million items)."""
+                rows = self.items(ids)
+                return rows + self.text(self.text_vectors[ids]) if self.text is not None else rows
+
             def users(self, seqs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
                 """f(u) at every position of left-padded sequences (B, L) -> (B, L, dim)."""
                 length = seqs.shape[1]
@@ -133,15 +138,18 @@ class TwoTower(SequenceNetModel):
                 b = batches[bi]
                 width = int(lengths[b].max())
                 x, y = torch.as_tensor(inputs[b, -width:]), torch.as_tensor(targets[b, -width:])
-                table = self._net.item_table()
-                h = self._net.users(x, table)
                 real = y >= 0
-                h, y = h[real], y[real]
                 if full:
+                    table = self._net.item_table()
+                    h, y = self._net.users(x, table)[real], y[real]
                     logits = h @ table[1:].T + self._net.bias
                     loss = torch.nn.functional.cross_entropy(logits, y)
-                else:
-                    logits = h @ table[1 + y].T + (self._net.bias[y] - log_q[y])[None, :]
+                else:  # only the batch's rows of the item table (history items and targets)
+                    y = y[real]
+                    ids = torch.unique(torch.cat([torch.zeros(1, dtype=x.dtype), x.flatten(), y + 1]))
+                    rows = self._net.item_rows(ids)
+                    h = self._net.users(torch.searchsorted(ids, x), rows)[real]  # ids[0] = 0: padding stays 0
+                    logits = h @ rows[torch.searchsorted(ids, y + 1)].T + (self._net.bias[y] - log_q[y])[None, :]
                     same = (y[:, None] == y[None, :]) & ~torch.eye(len(y), dtype=torch.bool)
                     loss = torch.nn.functional.cross_entropy(logits.masked_fill(same, float("-inf")),
                                                              torch.arange(len(y)))
