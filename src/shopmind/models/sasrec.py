@@ -26,7 +26,7 @@ class SASRec(SequenceNetModel):
     def __init__(self, dim: int = 64, layers: int = 2, heads: int = 2, max_len: int = 50, dropout: float = 0.2,
                  epochs: int = 50, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 0.0,
                  use_text: bool = True, eval_every: int = 2, patience: int = 6, valid_max: int = 5000,
-                 full_softmax_items: int = 100_000, log_dir: str | None = None, seed: int = 0) -> None:
+                 full_softmax_items: int = 50_000, log_dir: str | None = None, seed: int = 0) -> None:
         super().__init__(seed)
         self.full_softmax_items = full_softmax_items
         self.eval_every, self.patience, self.valid_max, self.log_dir = eval_every, patience, valid_max, log_dir

@@ -31,7 +31,7 @@ class TwoTower(SequenceNetModel):
 
     def __init__(self, dim: int = 64, max_len: int = 50, dropout: float = 0.4, epochs: int = 60,
                  batch_size: int = 256, lr: float = 2e-3, weight_decay: float = 0.1, use_text: bool = True,
-                 full_softmax_items: int = 100_000, eval_every: int = 2, patience: int = 6,
+                 full_softmax_items: int = 50_000, eval_every: int = 2, patience: int = 6,
                  valid_max: int = 5000, log_dir: str | None = None, seed: int = 0) -> None:
         super().__init__(seed)
         self.dim, self.max_len, self.dropout, self.epochs = dim, max_len, dropout, epochs
