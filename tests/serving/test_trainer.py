@@ -244,5 +244,10 @@ def test_the_trainer_on_postgres(shop, pg_url: str) -> None:
             assert store.con.execute("SELECT count(*) FROM events WHERE event_id LIKE 'pg-%'").fetchone()[0] == 300
         reloads = [r for r in log.replay() if r.get("kind") == "reload"]
         assert reloads and reloads[-1]["artifact"] == str(shop["artifact"].resolve())
+        # an API process on another host (no trainer.json in its state folder) reads the status from the database
+        from shopmind.serving.trainer_status import TrainerStatus
+
+        status = TrainerStatus().read(shop["store"].parent / "elsewhere", log)
+        assert status is not None and status["promotions"] == 1 and status["last"]["outcome"] == "promoted"
     finally:
         log.close()

@@ -428,6 +428,14 @@ class PgEventLog:
                 pass
         return removed
 
+    def trainer_status(self) -> str | None:
+        """The status JSON the dataset's trainer last wrote (serving_state "trainer:<dataset>"), wherever it runs."""
+        with self._db:
+            self._ensure()
+            row = self._conn.execute("SELECT value FROM serving_state WHERE name = %s",
+                                     [f"trainer:{self.dataset}"]).fetchone()
+        return row[0] if row else None
+
     def close(self) -> None:
         self._closed.set()
         with self._db:

@@ -138,9 +138,10 @@ class Trainer:
         url = log_url(settings)
         if not url:
             return None
-        from .pglog import connect
+        from .pglog import connect, ensure_schema
 
         conn = connect(url)
+        ensure_schema(conn)
         if not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [f"shopmind-trainer:{dataset}"]).fetchone()[0]:
             conn.close()
             self._lock.close()
@@ -183,6 +184,14 @@ class Trainer:
         with open(tmp, "wb") as f:
             f.write(data)
         tmp.replace(self.status_path)
+        if self._db_lock is not None:  # API processes on other hosts read it from the database
+            try:
+                self._db_lock.execute(
+                    "INSERT INTO serving_state VALUES (%s, %s, 1) ON CONFLICT (name) DO UPDATE SET "
+                    "value = excluded.value, version = serving_state.version + 1", [f"trainer:{self.dataset}",
+                                                                                  data.decode()])
+            except Exception as e:  # noqa: BLE001 - the status is for display; training goes on
+                log.warning("trainer status not written to the database: %s", str(e).strip().splitlines()[0])
 
     def _manifest(self) -> dict[str, Any] | None:
         try:

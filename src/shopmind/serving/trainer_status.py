@@ -70,8 +70,9 @@ class TrainerStatus:
         self._lock = threading.Lock()
         self._cache: dict[Path, tuple[float, dict[str, Any] | None]] = {}
 
-    def read(self, state_dir: Path) -> dict[str, Any] | None:
-        """The parsed status; None when there is no file."""
+    def read(self, state_dir: Path, log: Any = None) -> dict[str, Any] | None:
+        """The parsed status; None when there is none. `log`: the service's event log; a PostgreSQL one
+        (pglog.PgEventLog) also has the status a trainer on another host wrote (`trainer_status()`)."""
         path = Path(state_dir) / FILE
         now = time.monotonic()
         with self._lock:
@@ -82,6 +83,15 @@ class TrainerStatus:
             status: dict[str, Any] | None = parse(json.loads(path.read_bytes()))
         except FileNotFoundError:
             status = None
+            remote = getattr(log, "trainer_status", None)
+            if remote is not None:
+                try:
+                    raw = remote()
+                    status = parse(json.loads(raw)) if raw is not None else None
+                except (ValueError, RecursionError):
+                    status = {"readable": False}
+                except Exception:  # noqa: BLE001 - the database does not answer: no status this time
+                    status = None
         except (OSError, ValueError, RecursionError):  # unreadable, not UTF-8, not JSON (half-written, say)
             status = {"readable": False}
         with self._lock:

@@ -31,7 +31,7 @@ def router(exposition: Any) -> APIRouter:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         s = ctx.holder.service
-        ctx.metrics.refresh(s, ctx.trainer.read(s.state_dir))
+        ctx.metrics.refresh(s, ctx.trainer.read(s.state_dir, s.log))
         return Response(generate_latest(exposition), media_type=CONTENT_TYPE_LATEST)
 
     @r.get("/stats", responses=errors(*GUARDED))

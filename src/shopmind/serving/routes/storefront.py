@@ -46,7 +46,7 @@ def router(cfg: ServingSettings) -> APIRouter:
         with scope read_private, else null."""
         s = ctx.holder.service
         online = ctx.cfg.mode == "demo" or "read_private" in who.scopes
-        return ok(await ctx.on_cpu(storefront.dashboard, s, ctx.folders, online, ctx.trainer.read(s.state_dir)))
+        return ok(await ctx.on_cpu(storefront.dashboard, s, ctx.folders, online, ctx.trainer.read(s.state_dir, s.log)))
 
     @r.get("/storefront/plots/{source}/{name}", responses={**errors(404, *GUARDED), 200: {"content": {"image/png": {}}}})
     async def plot(ctx: CtxDep, who: Reader, source: Literal["local", "bench"],
