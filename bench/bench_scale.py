@@ -1042,7 +1042,8 @@ def data_note(doc: str) -> str:
 def commit() -> str:
     try:
         h = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "bench"], cwd=ROOT, capture_output=True,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "bench", ":!bench/results"], cwd=ROOT,
+                               capture_output=True,
                                text=True).stdout.strip()
         return h + ("+uncommitted changes" if dirty else "")
     except OSError:
