@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 EXACT_MAX = 100_000
-HNSW_MAX = 3_000_000
+HNSW_MAX = 300_000
 
 
 @dataclass

@@ -100,6 +100,8 @@ class Service:
             leaf=self.leaf, leaf_names=names, popularity=info.popularity,
             similarity=getattr(knn, "similarity", None), vectors=self.vectors if self.vectors.shape[1] else None)
         self.explorer = ThompsonExplorer(self.n_items, seed=seed)
+        if self.n_items >= self.pipeline.sparse_from:  # build the sources' candidate indexes now, not at a request
+            self.pipeline.sources.tops(np.zeros(0, np.int64), None)
         self.histories: dict[str, list[int]] = {u: list(h[-MAX_HISTORY:]) for u, h in artifact.histories.items()}
         self.purchases: dict[str, set[int]] = {u: set(p) for u, p in artifact.purchases.items()}
         self.event_counts: dict[str, Counter[str]] = {}  # per user: logged events by type
