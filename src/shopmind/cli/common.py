@@ -65,7 +65,10 @@ def _guard(fn: Callable[[], Any], extra: tuple[type[BaseException], ...] = ()) -
     except BaseException as e:
         if not isinstance(e, (*user_errors(), *extra)):
             raise
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)  # one line, however long
+        from rich.markup import escape
+
+        # One line, however long; escaped, so a message's own brackets ("shopmind[scale]") are printed, not styled.
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 

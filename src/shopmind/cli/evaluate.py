@@ -28,6 +28,9 @@ def benchmark(
                                            "(default: <store>.benchmarks)."),
     cold_share: float = typer.Option(0.1, "--cold-share", min=0.0, max=0.5,
                                      help="Share of items made cold for the cold-item experiment (0: off)."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Run grids as Ray Tune trials and train the neural models "
+                                      "with Ray Train on this cluster: auto, local or HOST:PORT (docs/ray.md)."),
+    ray_workers: int = typer.Option(2, "--ray-workers", min=1, help="Ray Train workers (DDP, one CPU each)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train recommenders, select on validation, test once with full ranking; write table, JSON and plot.
@@ -42,6 +45,10 @@ def benchmark(
         settings = state.settings()
         names = [m.strip() for m in models.split(",") if m.strip()]
         t0 = time.perf_counter()
+        if ray:
+            from ..raycluster import connect
+
+            connect(ray)  # a missing Ray or a wrong address fails here, before any work
         with open_store(settings) as store:
             if dataset not in store.datasets():
                 _run_ingest(store, settings, dataset, quiet=as_json)
@@ -52,7 +59,7 @@ def benchmark(
         folder = out_dir or settings.benchmarks_dir
         with status("benchmark …") as shown:
             result = runner.run(proto, names, grid=grid, item_vectors=vectors, log_dir=folder / "runs" / dataset,
-                                cold_share=cold_share,
+                                cold_share=cold_share, ray=ray, ray_workers=ray_workers,
                                 on_step=lambda msg: shown.update(f"benchmark {dataset}: {msg}"))
         spec = REGISTRY.get(dataset)
         result["dataset"] = dataset

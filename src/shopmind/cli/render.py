@@ -53,6 +53,12 @@ def _print_mining(r: dict[str, Any]) -> None:
     enc = r["encoder"]
     out.print(f"[bold]{r['dataset']}[/]: mined in {r['seconds']:.1f} s with {enc.get('model')} "
               f"({enc.get('backend')}" + (f", agreement {enc['agreement']:.4f}" if enc.get("agreement") else "") + ")")
+    ray = enc.get("ray")
+    if ray and ray["texts"]:
+        out.print(f"encoded on Ray ({ray['address']}): {ray['texts']:,} texts in {ray['seconds']:.1f} s with "
+                  f"{ray['workers']} workers, {ray['texts_per_s']:,.0f} texts/s (actor start-up included)")
+    elif ray:
+        out.print(f"Ray ({ray['address']}): nothing to encode, every text was in the embedding cache")
     table = Table("count", "value", title="knowledge")
     for k, v in r["counts"].items():
         table.add_row(k, f"{v:,}")

@@ -17,6 +17,9 @@ def train(
     protocol: Optional[str] = typer.Option(None, "--protocol", help="unisrec, s3rec or time (default: the "
                                           "dataset's own; time for a dataset the registry does not know)."),
     sources: str = typer.Option("itemknn,sasrec,twotower,pop", "--sources", help="Candidate source models."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Train the neural sources with Ray Train on this cluster: "
+                                      "auto, local or HOST:PORT (needs shopmind[scale]; docs/ray.md)."),
+    ray_workers: int = typer.Option(2, "--ray-workers", min=1, help="Ray Train workers (DDP, one CPU each)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Train the recommendation pipeline (candidate sources + learned ranker), measure it on the test users
@@ -32,12 +35,17 @@ def train(
         names = [x.strip() for x in sources.split(",") if x.strip()]
         config = {n: DEFAULT_SOURCES.get(n, {}) for n in names}
         t0 = time.perf_counter()
+        if ray:
+            from ..raycluster import connect
+
+            connect(ray)  # a missing Ray or a wrong address fails here, before any work
         with open_store(settings) as store:
             if dataset not in store.datasets():
                 _run_ingest(store, settings, dataset, quiet=as_json)
             with status("train …") as shown:
                 path, report = artifact.train(store, settings, dataset, out_dir or _artifact_dir(settings, dataset),
-                                              config, protocol, on_step=lambda m: shown.update(f"train {dataset}: {m}"))
+                                              config, protocol, on_step=lambda m: shown.update(f"train {dataset}: {m}"),
+                                              ray=ray, ray_workers=ray_workers)
         report["artifact"] = str(path)
         report["seconds"]["wall"] = round(time.perf_counter() - t0, 1)
         report["markdown"] = markdown(report)

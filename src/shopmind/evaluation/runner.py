@@ -20,6 +20,7 @@ import numpy as np
 
 from ..models import MODELS, Recommender
 from ..models.base import bounded_batch
+from ..models.ray_train import fit_model
 from . import metrics as M
 from .protocols import Cases, Protocol, cold_items
 
@@ -90,10 +91,18 @@ def default_cold_models(models: list[str]) -> list[str]:
 
 def run(protocol: Protocol, models: list[str], grid: bool = True, item_vectors: np.ndarray | None = None,
         seed: int = 0, on_step: StepFn | None = None, log_dir: str | Path | None = None,
-        cold_share: float = 0.1, cold_models: list[str] | None = None) -> dict[str, Any]:
+        cold_share: float = 0.1, cold_models: list[str] | None = None, ray: str | None = None,
+        ray_workers: int = 2) -> dict[str, Any]:
     """Benchmark `models` on `protocol`. log_dir: TensorBoard logs of every training run (one folder per
-    model). cold_share: share of items made cold for the cold-item experiment (0 turns it off)."""
+    model). cold_share: share of items made cold for the cold-item experiment (0 turns it off).
+    ray: a Ray cluster address: grids run as Ray Tune trials, the neural models train on Ray Train with
+    `ray_workers` workers (docs/ray.md); selection and the single test are the same as without it."""
     on_step = on_step or (lambda msg: None)
+
+    def fit(model: Recommender, data: Any, valid: Cases | None = None) -> Recommender:
+        cases = None if valid is None else (valid.histories, valid.targets, valid.users)
+        return fit_model(model, data, item_vectors, cases, ray=ray, workers=ray_workers, on_step=on_step)
+
     logs = Path(log_dir) if log_dir else None
     results: list[ModelResult] = []
     per_user: dict[str, np.ndarray] = {}
@@ -107,18 +116,23 @@ def run(protocol: Protocol, models: list[str], grid: bool = True, item_vectors: 
         cls = MODELS[name]
         trials = []
         t0 = time.perf_counter()
-        for params in _grid(name, grid):
-            on_step(f"{name} {params or ''} (validation)")
-            model = _make(cls, params, seed, logs).fit_validated(protocol.train, item_vectors, protocol.valid.histories,
-                                                            protocol.valid.targets, protocol.valid.users)
-            valid, _, _ = evaluate(model, protocol.valid, protocol.mask_history)
-            trials.append({"params": {**params, **model.tuned}, "valid": valid})
+        settings = _grid(name, grid)
+        if ray and len(settings) > 1:
+            from .ray_tune import grid as tune_grid
+
+            trials = tune_grid(protocol, name, GRIDS[name], settings, item_vectors, seed, ray, on_step)
+        else:
+            for params in settings:
+                on_step(f"{name} {params or ''} (validation)")
+                model = fit(_make(cls, params, seed, logs), protocol.train, protocol.valid)
+                valid, _, _ = evaluate(model, protocol.valid, protocol.mask_history)
+                trials.append({"params": {**params, **model.tuned}, "valid": valid})
         select_s = time.perf_counter() - t0
         best = max(trials, key=lambda t: t["valid"]["ndcg@10"])
         on_step(f"{name} {best['params'] or ''} (refit on train + valid, test)")
         t1 = time.perf_counter()
         best_params[name] = best["params"]
-        model = _make(cls, best["params"], seed, logs).fit(protocol.full, item_vectors)
+        model = fit(_make(cls, best["params"], seed, logs), protocol.full)
         fit_s = time.perf_counter() - t1
         t2 = time.perf_counter()
         test, ranks, tops = evaluate(model, protocol.test, protocol.mask_history)
@@ -147,7 +161,10 @@ def run(protocol: Protocol, models: list[str], grid: bool = True, item_vectors: 
     cold_list = default_cold_models(models) if cold_models is None else [m for m in cold_models if m in best_params]
     has_text = item_vectors is not None and item_vectors.ndim == 2 and item_vectors.shape[1] > 1
     if cold_share > 0 and cold_list and has_text:  # without item text no model can rank a cold item
-        extras["cold_items"] = _cold_experiment(protocol, cold_list, best_params, item_vectors, seed, cold_share, on_step)
+        extras["cold_items"] = _cold_experiment(protocol, cold_list, best_params, item_vectors, seed, cold_share, on_step,
+                                                fit)
+    if ray:
+        extras["ray"] = {"address": ray, "train_workers": ray_workers}
     return {"protocol": protocol.name, "mask_history": protocol.mask_history,
             "users": {"valid": len(protocol.valid.targets), "test": len(protocol.test.targets),
                       "test_tail": int(tail.sum())},
@@ -156,15 +173,17 @@ def run(protocol: Protocol, models: list[str], grid: bool = True, item_vectors: 
 
 
 def _cold_experiment(protocol: Protocol, models: list[str], params: dict[str, dict[str, Any]],
-                     item_vectors: np.ndarray | None, seed: int, share: float, on_step: StepFn) -> dict[str, Any]:
+                     item_vectors: np.ndarray | None, seed: int, share: float, on_step: StepFn,
+                     fit: Callable[[Recommender, Any], Recommender] | None = None) -> dict[str, Any]:
     """Refit each model (its selected parameters) without the cold items' interactions; rank their targets."""
+    fit = fit or (lambda model, data: model.fit(data, item_vectors))
     data, cases, cold = cold_items(protocol, share, seed)
     out: dict[str, Any] = {"share": share, "items": int(len(cold)), "cases": int(len(cases.targets)), "models": {}}
     per_user: dict[str, np.ndarray] = {}
     for name in models:
         on_step(f"{name} (cold-item experiment, {len(cold)} items made cold)")
         t0 = time.perf_counter()
-        model = MODELS[name](**params[name], seed=seed).fit(data, item_vectors)
+        model = fit(MODELS[name](**params[name], seed=seed), data)
         metrics, ranks, _ = evaluate(model, cases, protocol.mask_history, ks=(10, 50))
         per_user[name] = M.per_user_ndcg(ranks)
         out["models"][name] = {**{k: v for k, v in metrics.items() if k != "mrr"},

@@ -245,34 +245,36 @@ class Encoder:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self._pooling = meta["pooling"]
+        self._load_tokenizer()
+        return session
+
+    def _load_tokenizer(self):
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
             self._tokenizer = AutoTokenizer.from_pretrained(self.path)
-        return session
+        return self._tokenizer
 
     def _encode_torch(self, texts: Sequence[str], progress: ProgressFn | None) -> np.ndarray:
         st = self._torch_model()
-        out = []
-        step = max(self.batch_size * 16, 256)
-        for i in range(0, len(texts), step):
-            out.append(st.encode(list(texts[i:i + step]), batch_size=self.batch_size, normalize_embeddings=True,
-                                 show_progress_bar=False, convert_to_numpy=True))
+        out: np.ndarray | None = None
+        for idx in self.batch_plan(texts, "torch"):
+            vec = st.encode([texts[i] for i in idx], batch_size=self.batch_size, normalize_embeddings=True,
+                            show_progress_bar=False, convert_to_numpy=True)
+            if out is None:
+                out = np.zeros((len(texts), vec.shape[1]), np.float32)
+            out[idx] = vec
             if progress:
-                progress(min(i + step, len(texts)), len(texts))
-        return np.vstack(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
+                progress(int(idx[-1]) + 1, len(texts))
+        return out if out is not None else np.zeros((0, self.dim), np.float32)
 
     def _encode_onnx(self, texts: Sequence[str], progress: ProgressFn | None) -> np.ndarray:
         session = self._session
         assert session is not None and self._tokenizer is not None
         inputs = {i.name for i in session.get_inputs()}
-        # Sort by token length so each batch pads to nearly its own length.
-        lengths = [len(ids) for ids in self._tokenizer(list(texts), truncation=True, max_length=self.max_length,
-                                                        add_special_tokens=True)["input_ids"]]
-        order = np.argsort(lengths, kind="stable")[::-1]
         out: np.ndarray | None = None
-        for start in range(0, len(texts), self.batch_size):
-            idx = order[start:start + self.batch_size]
+        done = 0
+        for idx in self.batch_plan(texts, "onnx"):
             enc = self._tokenizer([texts[j] for j in idx], padding=True, truncation=True, max_length=self.max_length,
                                   return_tensors="np")
             hidden = session.run(None, {k: enc[k].astype(np.int64) for k in inputs if k in enc})[0]
@@ -284,11 +286,26 @@ class Encoder:
             if out is None:
                 out = np.zeros((len(texts), vec.shape[1]), np.float32)
             out[idx] = vec / np.clip(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12, None)
+            done += len(idx)
             if progress:
-                progress(min(start + self.batch_size, len(texts)), len(texts))
+                progress(done, len(texts))
         return out if out is not None else np.zeros((0, self.dim), np.float32)
 
     # --- public -----------------------------------------------------------------------------------
+    def batch_plan(self, texts: Sequence[str], backend: str | None = None) -> list[np.ndarray]:
+        """The row indices of each model call `encode` makes for `texts` with `backend` (default: the one
+        `prepare` chose). ONNX: batches of `batch_size` by descending token length, so each batch pads to nearly
+        its own length. torch: chunks in input order (sentence-transformers sorts within each). Encoding each
+        group alone gives the same vectors as encoding all `texts` at once: int8 activations are quantised per
+        call, so the grouping matters."""
+        if (backend or self.backend_used) == "torch":
+            step = max(self.batch_size * 16, 256)
+            return [np.arange(i, min(i + step, len(texts))) for i in range(0, len(texts), step)]
+        lengths = [len(ids) for ids in self._load_tokenizer()(list(texts), truncation=True, max_length=self.max_length,
+                                                               add_special_tokens=True)["input_ids"]]
+        order = np.argsort(lengths, kind="stable")[::-1]
+        return [order[s:s + self.batch_size] for s in range(0, len(texts), self.batch_size)]
+
     def _calibration_file(self) -> Path:
         return self._onnx_files(True)[0].parent / "calibration.json"
 

@@ -86,12 +86,19 @@ class Miner:
     """Runs the knowledge steps for one dataset of a store."""
 
     def __init__(self, store: Store, settings: KnowledgeSettings, out_dir: Path, encoder: Encoder | None = None,
-                 on_step: StepFn | None = None, onnx_dir: Path | None = None) -> None:
+                 on_step: StepFn | None = None, onnx_dir: Path | None = None, ray: str | None = None,
+                 ray_workers: int | None = None) -> None:
+        """ray: a Ray cluster address (auto, local, HOST:PORT) to encode on, with `ray_workers` actors (default:
+        one per CPU of the cluster); everything else runs here, as without it."""
         self.store = store
         self.cfg = settings
         self.out_dir = out_dir
         self.encoder = encoder or Encoder(settings.model, settings.backend, settings.batch_size, settings.max_length,
                                           settings.min_agreement, onnx_dir=onnx_dir or settings.onnx_dir)
+        if ray:
+            from .ray_encode import RayEncoder
+
+            self.encoder = RayEncoder(self.encoder, ray, ray_workers)  # type: ignore[assignment]
         self.on_step = on_step or (lambda name, done, total: None)
         self.cache = EmbeddingCache(store, settings.dtype)
         ensure_tables(store)
@@ -195,6 +202,7 @@ class Miner:
             (folder / "vocabulary.json").write_text(json.dumps(vocab.tolist(), ensure_ascii=False))
             report.artifacts = str(folder)
 
+        report.encoder = self.encoder.describe()  # again: keyword encoding may have added to a Ray encoder's totals
         report.counts.update({
             "items": len(records), "items_with_text": int(has_text.sum()), "texts_encoded": self._encoded,
             "reviewed_items": len(mined), "review_aspects": sum(len(r.aspects) for r in mined.values()),

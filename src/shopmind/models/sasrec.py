@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from ..data.interactions import Interactions
-from .training import EarlyStopping, SequenceNetModel, Tracker, ndcg_at_10, valid_sample
+from .training import EarlyStopping, SequenceNetModel, Tracker, loss_module, valid_sample
 
 
 class SASRec(SequenceNetModel):
@@ -69,7 +69,9 @@ class SASRec(SequenceNetModel):
                 if self.text is not None:
                     table = table + self.text(self.text_vectors)
                 if not self.training and not torch.is_grad_enabled():
-                    self.frozen = table
+                    # detach: without text the table *is* the ID embedding's Parameter, and assigning a
+                    # Parameter would register "frozen" as a parameter (then saved, and refused on load).
+                    self.frozen = table.detach()
                 return table
 
             def train(self, mode: bool = True) -> "Net":
@@ -115,12 +117,29 @@ class SASRec(SequenceNetModel):
         seqs = [s[-(self.max_len + 1):] for s in data.sequences if len(s) >= 2]
         inputs = self._pad([s[:-1] for s in seqs])
         targets = self._pad([s[1:] for s in seqs]) - 1  # -1 marks padding
-        loss_fn = torch.nn.CrossEntropyLoss()
         # Above full_softmax_items, a sampled softmax over the batch's targets with the logQ correction (as the
         # two-tower model): the full softmax costs batch x n_items per step, hopeless at a million items.
         full = data.n_items <= self.full_softmax_items
         counts = np.bincount(targets[targets >= 0], minlength=data.n_items) + 1.0
         log_q = torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32)
+
+        def batch_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            real = y >= 0
+            if full:
+                table = self._net.item_table()
+                h = self._net.hidden(x, table)
+                logits = h[real] @ table[1:].T  # only real positions: full softmax over all items
+                return torch.nn.functional.cross_entropy(logits, y[real])
+            yy = y[real]  # the batch's own rows of the item table; the other targets are the negatives
+            ids = torch.unique(torch.cat([torch.zeros(1, dtype=x.dtype), x.flatten(), yy + 1]))
+            rows = self._net.item_rows(ids)
+            h = self._net.hidden(torch.searchsorted(ids, x), rows)[real]  # ids[0] = 0: padding stays 0
+            logits = h @ rows[torch.searchsorted(ids, yy + 1)].T - log_q[yy][None, :]
+            same = (yy[:, None] == yy[None, :]) & ~torch.eye(len(yy), dtype=torch.bool)
+            return torch.nn.functional.cross_entropy(logits.masked_fill(same, float("-inf")), torch.arange(len(yy)))
+
+        par = self._parallel
+        step = par.wrap(loss_module(self._net, batch_loss))
         # Batches of similar length, each cut to its longest sequence: most users have a few items, so
         # padding every batch to max_len would waste most of the work.
         lengths = np.array([len(s) - 1 for s in seqs])
@@ -135,35 +154,26 @@ class SASRec(SequenceNetModel):
             self._net.train()
             t0, total, n = time.perf_counter(), 0.0, 0
             for bi in rng.permutation(len(batches)):
-                b = batches[bi]
+                b = par.shard(batches[bi])
+                if not len(b):
+                    continue
                 width = int(lengths[b].max())
                 x, y = torch.as_tensor(inputs[b, -width:]), torch.as_tensor(targets[b, -width:])
-                real = y >= 0
-                if full:
-                    table = self._net.item_table()
-                    h = self._net.hidden(x, table)
-                    logits = h[real] @ table[1:].T  # only real positions: full softmax over all items
-                    loss = loss_fn(logits, y[real])
-                else:  # the batch's own rows of the item table; the other targets are the negatives
-                    yy = y[real]
-                    ids = torch.unique(torch.cat([torch.zeros(1, dtype=x.dtype), x.flatten(), yy + 1]))
-                    rows = self._net.item_rows(ids)
-                    h = self._net.hidden(torch.searchsorted(ids, x), rows)[real]  # ids[0] = 0: padding stays 0
-                    logits = h @ rows[torch.searchsorted(ids, yy + 1)].T - log_q[yy][None, :]
-                    same = (yy[:, None] == yy[None, :]) & ~torch.eye(len(yy), dtype=torch.bool)
-                    loss = loss_fn(logits.masked_fill(same, float("-inf")), torch.arange(len(yy)))
+                loss = step(x, y)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total, n = total + loss.item() * int(real.sum()), n + int(real.sum())
+                real = int((y >= 0).sum())
+                total, n = total + loss.item() * real, n + real
             record = {"epoch": epoch + 1, "loss": total / max(n, 1), "seconds": time.perf_counter() - t0}
             stop = False
             if valid is not None and ((epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs):
                 self._net.eval()
-                record["valid_ndcg@10"] = ndcg_at_10(self.score, *valid)
+                record["valid_ndcg@10"] = par.ndcg(self.score, *valid)
                 stop = stopper.update(epoch + 1, record["valid_ndcg@10"], self._net.state_dict())
             self.history.append(record)
             tracker.log(epoch + 1, record)
+            par.epoch_end(record)
             if stop:
                 break
         tracker.close()

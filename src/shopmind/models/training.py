@@ -64,6 +64,48 @@ def ndcg_at_10(score: Callable[[Sequence[np.ndarray], np.ndarray | None], np.nda
     return total / max(len(targets), 1)
 
 
+class Parallel:
+    """How a training loop runs: alone (this default, every hook a no-op) or as one of `world` data-parallel
+    workers (models/ray_train.py: DDP on Ray Train). The loops call these hooks and are otherwise the same."""
+
+    rank, world = 0, 1
+
+    def wrap(self, module: Any) -> Any:
+        """The module whose forward computes the batch loss, wrapped for gradient synchronisation."""
+        return module
+
+    def shard(self, batch: np.ndarray) -> np.ndarray:
+        """This worker's rows of a training batch."""
+        return batch
+
+    def ndcg(self, score: Callable[[Sequence[np.ndarray], np.ndarray | None], np.ndarray],
+             histories: Sequence[np.ndarray], targets: np.ndarray) -> float:
+        """Validation NDCG@10 over all cases (every worker gets the same value, so all stop together)."""
+        return ndcg_at_10(score, histories, targets)
+
+    def epoch_end(self, record: dict[str, float]) -> None:
+        """Called once per epoch with its record (loss, seconds, validation metric when measured)."""
+
+
+LOCAL = Parallel()
+
+
+def loss_module(net: Any, batch_loss: Callable[[Any, Any], Any]) -> Any:
+    """`batch_loss(x, y)` as the forward of a module that holds `net`: DistributedDataParallel synchronises the
+    gradients of work done inside forward only."""
+    import torch
+
+    class BatchLoss(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return batch_loss(x, y)
+
+    return BatchLoss()
+
+
 class EarlyStopping:
     """Keeps the best state seen and says when `patience` epochs passed without improvement."""
 
@@ -85,6 +127,7 @@ class SequenceNetModel(Recommender):
     set `max_len` and implement `_build(n_items, text)` and `_train(data, item_features, valid)`."""
 
     max_len: int
+    _parallel: Parallel = LOCAL  # set on a data-parallel worker (models/ray_train.py)
 
     def _pad(self, seqs: Sequence[np.ndarray]) -> np.ndarray:
         """Left-padded (index + 1) arrays of the last max_len items; 0 is padding."""
@@ -123,9 +166,12 @@ class SequenceNetModel(Recommender):
         import torch
 
         model = super().load(path)
-        state = torch.load(Path(path) / "net.pt", weights_only=True)
-        text = state["text_vectors"][1:].numpy() if "text_vectors" in state else None
-        model._net = model._build(model._require_data().n_items, text)
-        model._net.load_state_dict(state)
-        model._net.eval()
+        model._restore_net(torch.load(Path(path) / "net.pt", weights_only=True))
         return model
+
+    def _restore_net(self, state: dict[str, Any]) -> None:
+        """The network from a state dict (the item text vectors are one of its buffers), ready to score."""
+        text = state["text_vectors"][1:].numpy() if "text_vectors" in state else None
+        self._net = self._build(self._require_data().n_items, text)
+        self._net.load_state_dict(state)
+        self._net.eval()

@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from ..data.interactions import Interactions
-from .training import EarlyStopping, SequenceNetModel, Tracker, ndcg_at_10, valid_sample
+from .training import EarlyStopping, SequenceNetModel, Tracker, loss_module, valid_sample
 
 
 class TwoTower(SequenceNetModel):
@@ -75,7 +75,9 @@ class TwoTower(SequenceNetModel):
                 if self.text is not None:
                     table = table + self.text(self.text_vectors)
                 if not self.training and not torch.is_grad_enabled():
-                    self.frozen = table
+                    # detach: without text the table *is* the ID embedding's Parameter, and assigning a
+                    # Parameter would register "frozen" as a parameter (then saved, and refused on load).
+                    self.frozen = table.detach()
                 return table
 
             def train(self, mode: bool = True) -> "Net":
@@ -128,6 +130,23 @@ class TwoTower(SequenceNetModel):
         batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         if valid is not None:
             valid = valid_sample(valid[0], valid[1], None, self.valid_max, self.seed)[:2]
+
+        def batch_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            real = y >= 0
+            if full:
+                table = self._net.item_table()
+                h, y = self._net.users(x, table)[real], y[real]
+                return torch.nn.functional.cross_entropy(h @ table[1:].T + self._net.bias, y)
+            y = y[real]  # only the batch's rows of the item table (history items and targets)
+            ids = torch.unique(torch.cat([torch.zeros(1, dtype=x.dtype), x.flatten(), y + 1]))
+            rows = self._net.item_rows(ids)
+            h = self._net.users(torch.searchsorted(ids, x), rows)[real]  # ids[0] = 0: padding stays 0
+            logits = h @ rows[torch.searchsorted(ids, y + 1)].T + (self._net.bias[y] - log_q[y])[None, :]
+            same = (y[:, None] == y[None, :]) & ~torch.eye(len(y), dtype=torch.bool)
+            return torch.nn.functional.cross_entropy(logits.masked_fill(same, float("-inf")), torch.arange(len(y)))
+
+        par = self._parallel
+        step = par.wrap(loss_module(self._net, batch_loss))
         tracker = Tracker(self.log_dir, f"{self.name}-{time.strftime('%Y%m%d-%H%M%S')}-{'valid' if valid else 'fit'}")
         stopper = EarlyStopping(self.patience)
         self.history = []
@@ -135,36 +154,26 @@ class TwoTower(SequenceNetModel):
             self._net.train()
             t0, total, n = time.perf_counter(), 0.0, 0
             for bi in rng.permutation(len(batches)):
-                b = batches[bi]
+                b = par.shard(batches[bi])
+                if not len(b):
+                    continue
                 width = int(lengths[b].max())
                 x, y = torch.as_tensor(inputs[b, -width:]), torch.as_tensor(targets[b, -width:])
-                real = y >= 0
-                if full:
-                    table = self._net.item_table()
-                    h, y = self._net.users(x, table)[real], y[real]
-                    logits = h @ table[1:].T + self._net.bias
-                    loss = torch.nn.functional.cross_entropy(logits, y)
-                else:  # only the batch's rows of the item table (history items and targets)
-                    y = y[real]
-                    ids = torch.unique(torch.cat([torch.zeros(1, dtype=x.dtype), x.flatten(), y + 1]))
-                    rows = self._net.item_rows(ids)
-                    h = self._net.users(torch.searchsorted(ids, x), rows)[real]  # ids[0] = 0: padding stays 0
-                    logits = h @ rows[torch.searchsorted(ids, y + 1)].T + (self._net.bias[y] - log_q[y])[None, :]
-                    same = (y[:, None] == y[None, :]) & ~torch.eye(len(y), dtype=torch.bool)
-                    loss = torch.nn.functional.cross_entropy(logits.masked_fill(same, float("-inf")),
-                                                             torch.arange(len(y)))
+                loss = step(x, y)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total, n = total + loss.item() * len(y), n + len(y)
+                real = int((y >= 0).sum())
+                total, n = total + loss.item() * real, n + real
             record = {"epoch": epoch, "loss": total / max(n, 1), "seconds": time.perf_counter() - t0}
             stop = False
             if valid is not None and (epoch % self.eval_every == 0 or epoch == self.epochs):
                 self._net.eval()
-                record["valid_ndcg@10"] = ndcg_at_10(self.score, *valid)
+                record["valid_ndcg@10"] = par.ndcg(self.score, *valid)
                 stop = stopper.update(epoch, record["valid_ndcg@10"], self._net.state_dict())
             self.history.append(record)
             tracker.log(epoch, record)
+            par.epoch_end(record)
             if stop:
                 break
         tracker.close()

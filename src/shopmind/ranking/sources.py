@@ -17,6 +17,7 @@ import numpy as np
 
 from ..data.interactions import Interactions
 from ..models import MODELS, Recommender
+from ..models.ray_train import fit_model
 
 DEFAULT_SOURCES: dict[str, dict[str, Any]] = {
     "itemknn": {"neighbors": 50, "shrink": 10.0, "decay": 0.7},  # the benchmark's selected setting
@@ -28,12 +29,15 @@ StepFn = Callable[[str], None]
 
 
 class Sources:
-    def __init__(self, config: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0) -> None:
+    def __init__(self, config: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0, ray: str | None = None,
+                 ray_workers: int = 2) -> None:
+        """ray: a Ray cluster address; the neural sources then train on Ray Train with `ray_workers` workers."""
         self.config = {k: dict(v) for k, v in (config or DEFAULT_SOURCES).items()}
         unknown = sorted(set(self.config) - set(MODELS))
         if unknown:
             raise ValueError(f"unknown source model(s) {', '.join(unknown)}; known: {', '.join(sorted(MODELS))}")
         self.seed = seed
+        self.ray, self.ray_workers = ray, ray_workers
         self.models: dict[str, Recommender] = {}
 
     @property
@@ -51,18 +55,20 @@ class Sources:
             if on_step:
                 on_step(f"source {name}: fitting with validation")
             model = MODELS[name](**params, seed=self.seed)
-            self.models[name] = model.fit_validated(data, item_vectors, histories, targets, users)
+            self.models[name] = fit_model(model, data, item_vectors, (histories, targets, users), ray=self.ray,
+                                          workers=self.ray_workers, on_step=on_step)
         return self
 
     def refit(self, data: Interactions, item_vectors: np.ndarray | None, on_step: StepFn | None = None) -> "Sources":
         """New sources fitted on `data` with what validation chose (e.g. epochs) fixed."""
         config = {name: {**params, **self.models[name].tuned} if name in self.models else params
                   for name, params in self.config.items()}
-        out = Sources(config, self.seed)
+        out = Sources(config, self.seed, self.ray, self.ray_workers)
         for name, params in config.items():
             if on_step:
                 on_step(f"source {name}: refitting on train + valid")
-            out.models[name] = MODELS[name](**params, seed=self.seed).fit(data, item_vectors)
+            out.models[name] = fit_model(MODELS[name](**params, seed=self.seed), data, item_vectors, ray=self.ray,
+                                         workers=self.ray_workers, on_step=on_step)
         return out
 
     def score(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> dict[str, np.ndarray]:

@@ -39,13 +39,15 @@ def item_info(store: Store, dataset: str, data: Interactions, events: pd.DataFra
 
 def train_pipeline(store: Store, dataset: str, protocol: Protocol, vectors: np.ndarray | None,
                    sources: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0,
-                   on_step: StepFn | None = None) -> tuple[RankingPipeline, dict[str, Any]]:
+                   on_step: StepFn | None = None, ray: str | None = None,
+                   ray_workers: int = 2) -> tuple[RankingPipeline, dict[str, Any]]:
+    """ray: a Ray cluster address; the neural sources then train on Ray Train (ranking/sources.py)."""
     step = on_step or (lambda msg: None)
     frame = protocol.frame
     if frame is None:
         raise ValueError("the protocol carries no events frame (build it with evaluation.protocols.build)")
     t0 = time.perf_counter()
-    src = Sources(sources, seed).fit_validated(protocol.train, vectors, protocol.valid.histories,
+    src = Sources(sources, seed, ray, ray_workers).fit_validated(protocol.train, vectors, protocol.valid.histories,
                                                 protocol.valid.targets, protocol.valid.users, on_step=step)
     t1 = time.perf_counter()
     pipe = RankingPipeline(src, item_info(store, dataset, protocol.train, frame[frame["split"] == "train"], vectors))
@@ -75,6 +77,9 @@ def train_pipeline(store: Store, dataset: str, protocol: Protocol, vectors: np.n
         "seconds": {"sources": round(t1 - t0, 1), "ranker": round(t2 - t1, 1), "refit": round(t3 - t2, 1),
                     "test": round(time.perf_counter() - t3, 1), "total": round(time.perf_counter() - t0, 1)},
     }
+    if ray:  # how each source was trained (Ray Train: workers, nodes, seconds; None: fitted here)
+        report["ray"] = {"address": ray, "sources": {n: getattr(m, "fit_info", None) for n, m in src.models.items()},
+                         "refit": {n: getattr(m, "fit_info", None) for n, m in full.sources.models.items()}}
     return full, report
 
 

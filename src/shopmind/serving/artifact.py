@@ -191,9 +191,11 @@ def load(folder: str | Path) -> Artifact:
 
 
 def train(store: Store, settings: Any, dataset: str, folder: str | Path, sources: dict[str, dict[str, Any]] | None = None,
-          protocol: str | None = None, on_step: Any = None) -> tuple[Path, dict[str, Any]]:
+          protocol: str | None = None, on_step: Any = None, ray: str | None = None,
+          ray_workers: int = 2) -> tuple[Path, dict[str, Any]]:
     """Train the pipeline on a dataset of the store (mined first when its item vectors are missing) and
     save the artifact; returns (folder, training report). Settings: shopmind.config.Settings.
+    ray: a Ray cluster address: the mining (if needed) encodes there, the neural sources train on Ray Train.
     Rows of tombstoned users still in the store are deleted first: a forget that found the store locked by
     another process (`store: "pending"`) is applied here, or by the next ingest, so no train learns from them."""
     from ..evaluation import protocols
@@ -204,10 +206,11 @@ def train(store: Store, settings: Any, dataset: str, folder: str | Path, sources
     purge_forgotten(store, Tombstones(settings.privacy_dir), dataset)
     knowledge = settings.knowledge_dir / dataset
     if not (knowledge / "item_vectors.npy").is_file():
-        Miner(store, settings.knowledge, settings.knowledge_dir, onnx_dir=settings.onnx_dir).run(dataset)
+        Miner(store, settings.knowledge, settings.knowledge_dir, onnx_dir=settings.onnx_dir, ray=ray).run(dataset)
     proto = protocols.build(store, dataset, protocol)
     vectors = item_vectors_for(knowledge, proto.full.item_ids)
-    pipeline, report = train_pipeline(store, dataset, proto, vectors, sources, on_step=on_step)
+    pipeline, report = train_pipeline(store, dataset, proto, vectors, sources, on_step=on_step, ray=ray,
+                                      ray_workers=ray_workers)
     tuned = tuning_dir(settings, dataset) / "search.json"
     search_tuning = json.loads(tuned.read_text()) if tuned.is_file() else None
     if search_tuning and search_tuning.get("encoder"):  # tuned with other (fine-tuned) vectors: keep BM25's only
