@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +68,15 @@ def _check_reachable(address: str) -> None:
 def connect(address: str | None = "auto", num_cpus: int | None = None) -> Any:
     """Join a Ray cluster (once per process; later calls reuse the connection). Returns the `ray` module.
     num_cpus: the CPUs of a `local` cluster (default: all)."""
+    address = (address or "auto").strip()
+    if address == "local" and "ray" not in sys.modules and "RAY_AUTH_MODE" not in os.environ:
+        # Ray protects a new local cluster with a token and saves one to ~/.ray/auth_token, which every later
+        # `ray start` on the machine then enforces. A token for this command's cluster only leaves no trace; it
+        # must be in the environment before Ray is imported (Ray reads the mode once per process).
+        os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)})
     ray = require_ray()
     if ray.is_initialized():
         return ray
-    address = (address or "auto").strip()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report from a CLI run
     # Ray's own INFO lines (every report of every Train worker, ...) off on the driver and the workers.
     kwargs: dict[str, Any] = {"runtime_env": runtime_env(), "logging_level": logging.WARNING,
@@ -84,8 +91,9 @@ def connect(address: str | None = "auto", num_cpus: int | None = None) -> Any:
             ray.init(address=address, **{k: v for k, v in kwargs.items() if v is not None})
         except ConnectionError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise RayUnavailable(f"cannot join the Ray cluster at {address!r}: {first} (start one with "
-                                 "`ray start --head`, or use --ray local)") from None
+            raise RayUnavailable(f"cannot join the Ray cluster at {address!r}: {first} (start one with `ray start "
+                                 "--head`, or use --ray local; a cluster with token authentication also needs "
+                                 "RAY_AUTH_MODE=token and its token here)") from None
     _quiet_data()
     return ray
 

@@ -3,6 +3,9 @@
 
 Each node runs `ray start --block` in its own process group; `stop()` ends exactly those process groups (and the
 worker processes Ray started under them), never other Ray clusters on the machine, which `ray stop` would.
+Its nodes run with `RAY_AUTH_MODE=disabled` said explicitly (Ray's default for `ray start` without a token):
+a token some earlier local `ray.init()` left in ~/.ray/auth_token would otherwise switch token authentication on
+for the nodes but not for drivers, which read the mode once per process. It listens on 127.0.0.1: tests only.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ class LocalRayCluster:
         self.nodes, self.cpus, self.object_store_memory = nodes, cpus, object_store_memory
         # Ray's memory monitor counts every program's memory on the machine, and on a shared test machine would
         # kill this cluster's workers for another program's use: off here (the kernel's OOM killer remains).
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_memory_monitor_refresh_ms": "0", **(env or {})}
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_memory_monitor_refresh_ms": "0",
+                    "RAY_AUTH_MODE": "disabled", **(env or {})}
         # Short: Ray's socket paths live under it and a Unix socket path has at most 107 bytes.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="smray-", dir="/tmp"))
         self.port = _free_port()
