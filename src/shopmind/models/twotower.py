@@ -203,14 +203,9 @@ class TwoTower(SequenceNetModel):
     def score(self, histories: Sequence[np.ndarray], users: np.ndarray | None = None) -> np.ndarray:
         import torch
 
-        padded = self._pad(histories)
-        empty = (padded == 0).all(axis=1)
-        width = max(1, min(self.max_len, max((len(h) for h in histories), default=1)))
+        f = torch.as_tensor(self.factor_users(histories, users))
         with torch.no_grad():
-            table = self._net.item_table()
-            f = self._net.users(torch.as_tensor(padded[:, -width:]), table)[:, -1, :]
-            f[torch.as_tensor(empty)] = 0.0  # cold user: the item bias (learned popularity) ranks
-            return (f @ table[1:].T + self._net.bias).numpy().astype(np.float32)
+            return (f @ self._net.item_table()[1:].T + self._net.bias).numpy().astype(np.float32)
 
     def factor_parts(self) -> tuple[np.ndarray, np.ndarray]:
         """score = user vector @ item table[1:].T + bias."""
@@ -228,7 +223,7 @@ class TwoTower(SequenceNetModel):
         with torch.no_grad():
             table = self._net.item_table()
             f = self._net.users(torch.as_tensor(padded[:, -width:]), table)[:, -1, :]
-            f[torch.as_tensor(empty)] = 0.0
+            f[torch.as_tensor(empty)] = 0.0  # cold user: the item bias (learned popularity) ranks
             return f.numpy().astype(np.float32)
 
     def item_vectors(self) -> np.ndarray:
