@@ -66,6 +66,9 @@ bench: install
 	$(BIN)/python bench/bench_security.py --before 6683b81
 	$(BIN)/python bench/bench_loop.py --rate 5 --trainer-args "--every-events 50 --every-minutes 1 --full-every-minutes 60 --min-cases 20 --every 2" --timing ''
 	$(BIN)/python bench/bench_loop.py --variants '' --timing amazon-scientific
+	$(BIN)/python bench/bench_multihost.py --events 300
+	$(BIN)/python bench/bench_ray.py
+	$(BIN)/python bench/bench_scale.py --ingest-events-cap 4M --neural-timeout 120
 
 clean:
 	rm -rf $(VENV) shopmind.duckdb shopmind.duckdb.wal shopmind.rejects .pytest_cache
